@@ -1,0 +1,56 @@
+"""Character spans: merging them and turning kept spans back into readable text."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ctxzip.result import Span
+
+
+def merge_spans(spans: Iterable[Span]) -> list[Span]:
+    """Sort and merge overlapping or touching spans; empty spans vanish."""
+    out: list[Span] = []
+    for start, end in sorted(s for s in spans if s[1] > s[0]):
+        if out and start <= out[-1][1]:
+            if end > out[-1][1]:
+                out[-1] = (out[-1][0], end)
+        else:
+            out.append((start, end))
+    return out
+
+
+def _is_word_char(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
+def _separator(gap: str, left: str, right: str) -> str:
+    """What stands between two kept pieces when the text between them was dropped."""
+    if not gap or gap.isspace():
+        return gap  # nothing dropped: the original whitespace, byte for byte
+    if "\n\n" in gap:
+        return "\n\n"
+    if "\n" in gap:
+        return "\n"
+    if gap[-1].isspace():
+        return " "
+    if left and right and _is_word_char(left[-1]) and _is_word_char(right[0]):
+        return " "  # never glue two words together
+    return ""  # "Paris" + "." reads as "Paris."
+
+
+def join_spans(text: str, spans: Iterable[Span]) -> str:
+    """The text made of `spans` of `text`, in order, with natural separators."""
+    merged = merge_spans(spans)
+    parts: list[str] = []
+    prev_end: int | None = None
+    for start, end in merged:
+        piece = text[start:end]
+        if prev_end is not None:
+            parts.append(_separator(text[prev_end:start], parts[-1], piece))
+        parts.append(piece)
+        prev_end = end
+    return "".join(parts)
+
+
+def spans_length(spans: Iterable[Span]) -> int:
+    return sum(end - start for start, end in spans)
