@@ -1,0 +1,69 @@
+"""Prometheus metrics for one proxy app (its own registry, so many apps can share a process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+FAILURE_KINDS = (
+    "bad_request",
+    "too_large",
+    "forbidden_override",
+    "compression_error",
+    "compression_timeout",
+    "upstream_connect",
+    "upstream_timeout",
+    "upstream_stream",
+    "client_disconnect",
+    "local_model",
+)
+
+
+class Metrics:
+    """Requests, tokens in/out/saved, compression and upstream latency, failures by kind."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "ctxzip_proxy_requests", "Requests answered, by route and status.",
+            ["route", "status"], registry=r,
+        )  # fmt: skip
+        self.tokens_in = Counter(
+            "ctxzip_proxy_tokens_in", "Compressible tokens before compression.", ["route"],
+            registry=r,
+        )  # fmt: skip
+        self.tokens_out = Counter(
+            "ctxzip_proxy_tokens_out", "Compressible tokens after compression.", ["route"],
+            registry=r,
+        )  # fmt: skip
+        self.tokens_saved = Counter(
+            "ctxzip_proxy_tokens_saved", "Tokens removed by compression.", ["route"], registry=r
+        )
+        self.compression_seconds = Histogram(
+            "ctxzip_proxy_compression_seconds", "Time spent compressing one request.",
+            ["method"], registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )  # fmt: skip
+        self.upstream_seconds = Histogram(
+            "ctxzip_proxy_upstream_seconds", "Time until the upstream's response headers.",
+            ["route"], registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )  # fmt: skip
+        self.failures = Counter("ctxzip_proxy_failures", "Failures by kind.", ["kind"], registry=r)
+        self.in_flight = Gauge("ctxzip_proxy_in_flight", "Requests being served now.", registry=r)
+        for kind in FAILURE_KINDS:
+            self.failures.labels(kind=kind)
+
+    def fail(self, kind: str) -> None:
+        self.failures.labels(kind=kind).inc()
+
+    def tokens(self, route: str, tokens_in: int, tokens_out: int) -> None:
+        self.tokens_in.labels(route=route).inc(tokens_in)
+        self.tokens_out.labels(route=route).inc(tokens_out)
+        self.tokens_saved.labels(route=route).inc(max(0, tokens_in - tokens_out))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,407 @@
+"""Request handlers: chat (OpenAI and Anthropic), /v1/compress, pass-through, health, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from ctxzip.proxy.compression import CompressionFailed, CompressionService, Outcome
+from ctxzip.proxy.config import ProxyConfig
+from ctxzip.proxy.errors import Protocol, ProxyError, error_body, protocol_for_path
+from ctxzip.proxy.local_upstream import LocalModel
+from ctxzip.proxy.metrics import Metrics
+from ctxzip.proxy.streaming import Relay
+from ctxzip.proxy.upstream import Target, Upstreams, join_url, response_headers, safe_subpath
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+log = logging.getLogger("ctxzip.proxy")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class State:
+    """Everything one app owns; built in the app factory, closed on shutdown."""
+
+    def __init__(self, config: ProxyConfig) -> None:
+        self.config = config
+        c = config.compression
+        self.metrics = Metrics()
+        self.service = CompressionService(
+            method=c.method, options=c.options, tokenizer=c.tokenizer, policy=c.policy(),
+            timeout_s=c.timeout_s, cache_size=c.cache_size, max_batch=c.max_batch,
+        )  # fmt: skip
+        self.upstreams = Upstreams(config)
+        self.local = LocalModel(config.local.model, config.local.device, config.local.max_tokens)
+        self.ready = False
+        self.ready_error: str | None = None
+
+    @property
+    def needs_local(self) -> bool:
+        names = (self.config.routes.chat, self.config.routes.messages)
+        return any(n not in self.config.upstreams for n in names)
+
+    async def warm(self) -> None:
+        try:
+            if self.config.compression.enabled:
+                await asyncio.to_thread(self.service.warm)
+            if self.needs_local:
+                await asyncio.to_thread(self.local.load)
+            self.ready = True
+        except Exception as exc:
+            self.ready_error = f"{type(exc).__name__}: {exc}"
+            log.error("warm-up failed: %s", self.ready_error)
+
+    async def close(self) -> None:
+        await self.service.close()
+        await self.upstreams.close()
+
+
+def error_response(protocol: Protocol, error: ProxyError) -> Response:
+    body = error_body(protocol, error.status, error.message, error.code, error.param)
+    return Response(body, status_code=error.status, media_type="application/json")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, counted as it arrives (413 as soon as it passes `limit`)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ProxyError(413, f"request body is larger than {limit} bytes", "too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _depth_ok(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return True
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(raw: bytes, max_depth: int) -> dict[str, Any]:
+    if not raw:
+        raise ProxyError(400, "the request body is empty; send a JSON object", "invalid_json")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProxyError(
+            400, f"the request body is not valid UTF-8 (byte {exc.start})", "invalid_encoding"
+        ) from None
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ProxyError(400, "the JSON body is nested too deeply", "invalid_json") from None
+    except ValueError as exc:
+        raise ProxyError(
+            400, f"the request body is not valid JSON: {exc}", "invalid_json"
+        ) from None
+    if not isinstance(data, dict):
+        raise ProxyError(400, "the request body must be a JSON object", "invalid_json")
+    if not _depth_ok(data, max_depth):
+        raise ProxyError(400, f"the JSON body is nested deeper than {max_depth}", "invalid_json")
+    return data
+
+
+def _bad(message: str, param: str) -> ProxyError:
+    return ProxyError(400, message, "invalid_request", param)
+
+
+def validate_chat(data: dict[str, Any], protocol: Protocol) -> None:
+    """Top-level shape checks; the upstream validates the rest in its own words."""
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad("'model' is required and must be a non-empty string", "model")
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _bad("'messages' is required and must be a non-empty array", "messages")
+    if "stream" in data and not isinstance(data["stream"], bool):
+        raise _bad("'stream' must be a boolean", "stream")
+    roles = ("user", "assistant") if protocol == "anthropic" else (
+        "system", "developer", "user", "assistant", "tool", "function")  # fmt: skip
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise _bad(f"{where} must be an object", where)
+        if message.get("role") not in roles:
+            raise _bad(f"{where}.role must be one of {', '.join(roles)}", f"{where}.role")
+        content = message.get("content")
+        if not (content is None or isinstance(content, (str, list))):
+            raise _bad(f"{where}.content must be a string or an array", f"{where}.content")
+        if protocol == "anthropic" and content is None:
+            raise _bad(f"{where}.content is required", f"{where}.content")
+    if protocol == "anthropic":
+        max_tokens = data.get("max_tokens")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise _bad("'max_tokens' is required and must be a positive integer", "max_tokens")
+        system = data.get("system")
+        if system is not None and not isinstance(system, (str, list)):
+            raise _bad("'system' must be a string or an array", "system")
+
+
+def parse_overrides(request: Request, config: ProxyConfig) -> tuple[bool, float | None, str | None]:
+    """(disable, rate, method) from X-Ctxzip-* headers, refused when not allowed."""
+    allow = set(config.overrides.allow)
+    headers = request.headers
+    disable = False
+    rate = None
+    method = None
+    raw = headers.get("x-ctxzip-disable")
+    if raw is not None:
+        if "disable" not in allow:
+            raise ProxyError(403, "X-Ctxzip-Disable is not allowed here", "override_not_allowed")
+        if raw.strip().lower() not in _TRUE | _FALSE:
+            raise _bad("X-Ctxzip-Disable must be true or false", "X-Ctxzip-Disable")
+        disable = raw.strip().lower() in _TRUE
+    raw = headers.get("x-ctxzip-rate")
+    if raw is not None:
+        if "rate" not in allow:
+            raise ProxyError(403, "X-Ctxzip-Rate is not allowed here", "override_not_allowed")
+        try:
+            rate = float(raw)
+        except ValueError:
+            rate = -1.0
+        if not 0.0 < rate <= 1.0:
+            raise _bad("X-Ctxzip-Rate must be a number in (0, 1]", "X-Ctxzip-Rate")
+    raw = headers.get("x-ctxzip-method")
+    if raw is not None:
+        allowed = {config.compression.method, *config.overrides.methods}
+        if "method" not in allow or raw not in allowed:
+            raise ProxyError(
+                403, f"X-Ctxzip-Method {raw!r} is not allowed here", "override_not_allowed"
+            )
+        method = raw
+    return disable, rate, method
+
+
+class Handlers:
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.config = state.config
+        self.metrics = state.metrics
+
+    # ---- compression -------------------------------------------------------------------
+
+    async def _compress(self, data: dict[str, Any], protocol: Protocol, route: str,
+                        overrides: tuple[bool, float | None, str | None],
+                        size: int = 0) -> Outcome:  # fmt: skip
+        disable, rate, method = overrides
+        c = self.config.compression
+        if not c.enabled or disable:
+            return Outcome(None, "disabled", method or c.method)
+        try:
+            outcome = await self.state.service.compress(
+                data, protocol, method=method, rate=rate, large=size > 256 * 1024
+            )
+        except CompressionFailed as exc:
+            self.metrics.fail(exc.kind)
+            log.warning("compression failed (%s): %s", exc.kind, exc)
+            if c.on_error == "fail_closed":
+                status = 504 if exc.kind == "compression_timeout" else 500
+                raise ProxyError(status, f"compression failed: {exc}", exc.kind) from None
+            return Outcome(None, "skipped", method or c.method, reason=exc.kind, failure=exc.kind)
+        self.metrics.compression_seconds.labels(method=outcome.method).observe(outcome.seconds)
+        self.metrics.tokens(route, outcome.tokens_in, outcome.tokens_out)
+        return outcome
+
+    def _encode(self, outcome: Outcome, raw: bytes) -> bytes:
+        if outcome.body is None:
+            return raw
+        try:
+            return json.dumps(outcome.body, ensure_ascii=False, separators=(",", ":"),
+                              allow_nan=False).encode("utf-8")  # fmt: skip
+        except ValueError:
+            outcome.status, outcome.reason, outcome.body = "skipped", "unencodable", None
+            return raw
+
+    @staticmethod
+    def ctx_headers(outcome: Outcome) -> list[tuple[bytes, bytes]]:
+        status = outcome.status + (f"; reason={outcome.reason}" if outcome.reason else "")
+        out = [(b"x-ctxzip-compression", status.encode())]
+        if outcome.status in ("applied", "unchanged"):
+            out += [
+                (b"x-ctxzip-tokens-in", str(outcome.tokens_in).encode()),
+                (b"x-ctxzip-tokens-out", str(outcome.tokens_out).encode()),
+                (b"x-ctxzip-method", outcome.method.encode()),
+                (b"x-ctxzip-compression-ms", f"{outcome.seconds * 1000:.2f}".encode()),
+            ]
+        return out
+
+    # ---- routes ------------------------------------------------------------------------
+
+    async def openai_chat(self, request: Request) -> Response:
+        return await self._chat(request, "openai", "chat")
+
+    async def anthropic_messages(self, request: Request) -> Response:
+        return await self._chat(request, "anthropic", "messages")
+
+    async def _chat(self, request: Request, protocol: Protocol, route: str) -> Response:
+        start = time.perf_counter()
+        path = request.url.path
+        try:
+            overrides = parse_overrides(request, self.config)
+            raw = await read_body(request, self.config.limits.max_body_bytes)
+            data = parse_json(raw, self.config.limits.max_json_depth)
+            validate_chat(data, protocol)
+            outcome = await self._compress(data, protocol, route, overrides, len(raw))
+            body = self._encode(outcome, raw)
+            stream = bool(data.get("stream"))
+            target = self.state.upstreams.pick(route, data.get("model"))
+            extra = self.ctx_headers(outcome)
+            if target is None:
+                forwarded = outcome.body if outcome.body is not None else data
+                return await self._local(forwarded, protocol, stream, extra, route, start)
+            headers = self.state.upstreams.headers(request.headers, target, protocol)
+            headers["content-type"] = "application/json"
+            url = join_url(target.upstream.url, safe_subpath(path))
+            return await self._forward("POST", url, headers, body, protocol, route, extra, start,
+                                       target)  # fmt: skip
+        except ProxyError as exc:
+            return self._error(protocol, exc, route, start)
+
+    async def compress(self, request: Request) -> Response:
+        """Return the compressed request body without forwarding it."""
+        start = time.perf_counter()
+        param = request.query_params.get("protocol")
+        if param is None:
+            param = "anthropic" if "anthropic-version" in request.headers else "openai"
+        protocol: Protocol = "anthropic" if param == "anthropic" else "openai"
+        try:
+            if param not in ("openai", "anthropic"):
+                raise _bad("protocol must be 'openai' or 'anthropic'", "protocol")
+            overrides = parse_overrides(request, self.config)
+            raw = await read_body(request, self.config.limits.max_body_bytes)
+            data = parse_json(raw, self.config.limits.max_json_depth)
+            validate_chat(data, protocol)
+            outcome = await self._compress(data, protocol, "compress", overrides, len(raw))
+            body = self._encode(outcome, raw)
+        except ProxyError as exc:
+            return self._error(protocol, exc, "compress", start)
+        self.metrics.requests.labels(route="compress", status="200").inc()
+        response = Response(body, media_type="application/json")
+        for k, v in self.ctx_headers(outcome):
+            response.headers[k.decode()] = v.decode()
+        return response
+
+    async def passthrough(self, request: Request) -> Response:
+        start = time.perf_counter()
+        path = request.url.path
+        protocol = protocol_for_path(path)
+        try:
+            subpath = safe_subpath(path)
+            target = self.state.upstreams.pick("passthrough", None)
+            if target is None:
+                if request.method == "GET" and subpath == "/models":
+                    return JSONResponse({"object": "list", "data": [{
+                        "id": self.config.local.model, "object": "model", "created": 0,
+                        "owned_by": "ctxzip-local"}]})  # fmt: skip
+                raise ProxyError(404, f"no upstream configured for {path}", "not_found")
+            body = await read_body(request, self.config.limits.max_body_bytes)
+            headers = self.state.upstreams.headers(request.headers, target, protocol)
+            if "content-type" in request.headers:
+                headers["content-type"] = request.headers["content-type"]
+            url = join_url(target.upstream.url, subpath)
+            query = request.scope.get("query_string", b"").decode("latin-1")
+            if query:
+                url += "?" + query
+            return await self._forward(request.method, url, headers, body or None, protocol,
+                                       "passthrough", [], start, target)  # fmt: skip
+        except ProxyError as exc:
+            return self._error(protocol, exc, "passthrough", start)
+
+    # ---- forwarding --------------------------------------------------------------------
+
+    async def _forward(self, method: str, url: str, headers: dict[str, str], body: bytes | None,
+                       protocol: Protocol, route: str, extra: list[tuple[bytes, bytes]],
+                       start: float, target: Target) -> Response:  # fmt: skip
+        sent = time.perf_counter()
+        try:
+            upstream = await self.state.upstreams.send(method, url, headers, body)
+        except ProxyError as exc:
+            self.metrics.fail(exc.code if exc.code.startswith("upstream_") else "upstream_connect")
+            raise
+        self.metrics.upstream_seconds.labels(route=route).observe(time.perf_counter() - sent)
+        status = upstream.status_code
+        content_type = upstream.headers.get("content-type", "")
+        metrics = self.metrics
+
+        def on_close(result: str) -> None:
+            if result != "ok":
+                metrics.fail(result)
+            metrics.requests.labels(route=route, status=str(status)).inc()
+            log.info("%s %s -> %s %d %s %.1fms", method, route, target.name, status, result,
+                     (time.perf_counter() - start) * 1000)  # fmt: skip
+
+        return Relay(status, response_headers(upstream) + extra, upstream.aiter_raw(),
+                     protocol=protocol, is_sse="text/event-stream" in content_type,
+                     aclose=upstream.aclose, on_close=on_close)  # type: ignore[return-value]  # fmt: skip
+
+    async def _local(
+        self, data: dict[str, Any], protocol: Protocol, stream: bool,
+        extra: list[tuple[bytes, bytes]], route: str, start: float,
+    ) -> Response:  # fmt: skip
+        local = self.state.local
+        if stream:
+            metrics = self.metrics
+
+            def on_close(result: str) -> None:
+                if result != "ok":
+                    metrics.fail(result)
+                metrics.requests.labels(route=route, status="200").inc()
+
+            headers = [(b"content-type", b"text/event-stream; charset=utf-8"),
+                       (b"cache-control", b"no-cache"), *extra]  # fmt: skip
+            chunks = local.stream(data, protocol)
+            return Relay(200, headers, chunks, protocol=protocol, is_sse=True,
+                         aclose=chunks.aclose, on_close=on_close)  # type: ignore[return-value,attr-defined]  # fmt: skip
+        try:
+            answer = await local.complete(data, protocol)
+        except ProxyError:
+            self.metrics.fail("local_model")
+            raise
+        self.metrics.requests.labels(route=route, status="200").inc()
+        response = JSONResponse(answer)
+        for k, v in extra:
+            response.headers[k.decode()] = v.decode()
+        return response
+
+    def _error(self, protocol: Protocol, exc: ProxyError, route: str, start: float) -> Response:
+        kind = {"too_large": "too_large", "override_not_allowed": "forbidden_override"}.get(
+            exc.code, "bad_request" if exc.status < 500 else None
+        )
+        if kind:
+            self.metrics.fail(kind)
+        self.metrics.requests.labels(route=route, status=str(exc.status)).inc()
+        log.info("%s -> %d %s (%.1fms)", route, exc.status, exc.code,
+                 (time.perf_counter() - start) * 1000)  # fmt: skip
+        return error_response(protocol, exc)
+
+    # ---- health ------------------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        s = self.state
+        if s.ready:
+            return JSONResponse({"status": "ready", "method": self.config.compression.method})
+        if s.ready_error:
+            return JSONResponse({"status": "failed", "error": s.ready_error}, status_code=503)
+        return JSONResponse({"status": "loading"}, status_code=503)
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type=self.metrics.content_type)

@@ -1,0 +1,138 @@
+"""Talking to the configured upstreams: routing, header policy, safe URLs, retries.
+
+The client never picks the host: a request's path (after ``/v1``) is appended to a
+configured base URL only when it is a plain path (no ``..``, no encoded slashes or
+dots, no ``//``, no scheme, no ``@``). Only allow-listed request headers travel; a
+configured server-side key replaces the client's key. Connect errors are retried with
+exponential backoff (nothing has reached the upstream yet, so a retry is safe);
+HTTP errors from the upstream are relayed as they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import httpx
+import regex
+from ctxzip.proxy.config import ProxyConfig, UpstreamConfig
+from ctxzip.proxy.errors import ProxyError
+
+log = logging.getLogger("ctxzip.proxy")
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+    "trailers", "transfer-encoding", "upgrade", "host", "content-length",
+})  # fmt: skip
+_SAFE_PATH = regex.compile(r"/[A-Za-z0-9._~\-/]*")
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    upstream: UpstreamConfig
+
+
+def safe_subpath(path: str) -> str:
+    """The part of `path` after ``/v1``, checked so it can only name a path on the upstream."""
+    if not path.startswith("/v1/"):
+        raise ProxyError(404, f"unknown route {path!r}", "not_found")
+    rest = path[3:]
+    if (
+        not _SAFE_PATH.fullmatch(rest)
+        or "//" in rest
+        or any(seg in (".", "..") for seg in rest.split("/"))
+    ):
+        raise ProxyError(400, "the request path is not allowed", "invalid_path")
+    return rest
+
+
+def join_url(base: str, subpath: str) -> str:
+    return base.rstrip("/") + subpath
+
+
+class Upstreams:
+    """The shared HTTP client and the routing table."""
+
+    def __init__(self, config: ProxyConfig) -> None:
+        self.config = config
+        t = config.timeouts
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(connect=t.connect_s, read=t.read_s, write=t.write_s,
+                                  pool=t.pool_s),
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+            follow_redirects=False,
+            trust_env=False,
+        )  # fmt: skip
+
+    def pick(self, route: str, model: str | None) -> Target | None:
+        """The upstream for a route (chat/messages/passthrough) and model; None: local."""
+        if model:
+            for glob, name in self.config.models.items():
+                if fnmatch.fnmatchcase(model, glob):
+                    return Target(name, self.config.upstreams[name])
+        name = getattr(self.config.routes, route)
+        upstream = self.config.upstreams.get(name)
+        return Target(name, upstream) if upstream else None
+
+    def headers(self, incoming: Mapping[str, str], target: Target, protocol: str) -> dict[str, str]:
+        """Allow-listed request headers, with the server-side key when one is configured."""
+        allow = set(self.config.server.forward_headers)
+        out = {k: v for k, v in incoming.items() if k.lower() in allow and k not in HOP_BY_HOP}
+        out = {k.lower(): v for k, v in out.items()}
+        out.setdefault("accept-encoding", "identity")
+        key = target.upstream.api_key
+        if key:
+            out.pop("authorization", None)
+            out.pop("x-api-key", None)
+            if protocol == "anthropic":
+                out["x-api-key"] = key
+            else:
+                out["authorization"] = f"Bearer {key}"
+        return out
+
+    async def send(self, method: str, url: str, headers: dict[str, str], content: bytes | None,
+                   params: str = "") -> httpx.Response:  # fmt: skip
+        """Send and return the streaming response (headers read, body not yet)."""
+        t = self.config.timeouts
+        request = self.client.build_request(
+            method, url, headers=headers, content=content, params=params or None
+        )
+        for attempt in range(t.retries + 1):
+            try:
+                return await self.client.send(request, stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if attempt == t.retries:
+                    raise ProxyError(
+                        502,
+                        f"upstream unreachable after {attempt + 1} attempts",
+                        "upstream_connect",
+                    ) from exc
+                delay = t.backoff_s * (2**attempt)
+                log.warning("upstream connect failed (%s); retry %d in %.2fs",
+                            type(exc).__name__, attempt + 1, delay)  # fmt: skip
+                await asyncio.sleep(delay)
+            except httpx.TimeoutException as exc:
+                raise ProxyError(504, "upstream timed out", "upstream_timeout") from exc
+            except httpx.HTTPError as exc:
+                raise ProxyError(
+                    502, f"upstream error: {type(exc).__name__}", "upstream_error"
+                ) from exc
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def response_headers(upstream: httpx.Response) -> list[tuple[bytes, bytes]]:
+    """Upstream response headers minus hop-by-hop ones (content-length kept: bytes are raw)."""
+    out = []
+    for key, value in upstream.headers.raw:
+        name = key.decode("latin-1").lower()
+        if name in HOP_BY_HOP and name != "content-length":
+            continue
+        out.append((name.encode("latin-1"), value))
+    return out
