@@ -1,0 +1,587 @@
+"""`extractive`: keep the sentences that best answer the query (RECOMP-style).
+
+Contexts are cut into sentences (`ctxzip.units`), each scored against the query by
+a bi-encoder (optionally re-scored by a cross-encoder), and the best sentences are
+taken across *all* contexts until the reader's token budget is full; kept sentences
+stay in their original order. With no query, sentences closest to their own
+document's centroid win. When even the best sentence is a poor match, the result
+holds no context at all and says why (selective augmentation).
+
+Speed comes from doing less model work for the same answer: an optional coarse
+pass (BM25, no model) drops whole low-ranked contexts first, one length-sorted
+encoder pass covers every sentence of every request in a `compress_batch`, an LRU
+cache skips sentences already seen, and on CPU the encoder can run int8.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import threading
+import warnings
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import regex
+
+from ctxzip.compressor import BaseCompressor, Compressed
+from ctxzip.models import load_cross_encoder, load_sentence_transformer, pick_device
+from ctxzip.protect import NO_PROTECT, Protect
+from ctxzip.result import CompressionRequest, Span
+from ctxzip.spans import join_spans
+from ctxzip.tokens import DEFAULT_TOKENIZER
+from ctxzip.units import Unit, split_sentences, split_words
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_THRESHOLD = 0.2
+"""Best-sentence cosine below which no context is sent (all-MiniLM-L6-v2).
+
+Calibrated in benchmarks/bench_extractive.py (`--calibrate`) on real passages
+(docs/methods-extractive.md): it keeps context for every related question tried and
+skips almost every unrelated one. Other encoders need their own value.
+"""
+
+_QUANTIZE = ("none", "int8", "auto")
+
+
+# --------------------------------------------------------------------------- encoder
+
+
+class SentenceEncoder:
+    """A sentence-transformers bi-encoder with length-sorted batches and an LRU cache.
+
+    Embeddings are unit-normalised float32, so a dot product is the cosine. The cache
+    is keyed by a digest of the text and bounded (`cache_size` entries, 0 disables).
+    `quantize="int8"` runs the linear layers in int8 on CPU (dynamic quantisation).
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        device: str = "auto",
+        quantize: str = "none",
+        batch_size: int = 64,
+        cache_size: int = 100_000,
+    ) -> None:
+        if quantize not in _QUANTIZE:
+            raise ValueError(f"quantize must be one of {_QUANTIZE}, got {quantize!r}")
+        self.model_id = model
+        self.device = pick_device(device)
+        on_cpu = self.device == "cpu"
+        self.quantize = ("int8" if on_cpu else "none") if quantize == "auto" else quantize
+        if self.quantize == "int8" and not on_cpu:
+            raise ValueError("quantize='int8' runs on CPU only; use half precision on GPU")
+        self.batch_size = batch_size
+        self.cache_size = cache_size
+        self._model: Any = None
+        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._lock = threading.RLock()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def model(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                st = load_sentence_transformer(self.model_id, self.device)
+                if self.quantize == "int8":
+                    st = _int8_copy(st)  # a private copy: the loader's instance is shared
+                self._model = st
+            return self._model
+
+    def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        """Embeddings of `texts` (rows in order); cached texts skip the model."""
+        keys = [_digest(t) for t in texts]
+        out: list[np.ndarray | None] = [None] * len(texts)
+        todo: dict[bytes, str] = {}
+        with self._lock:
+            for i, key in enumerate(keys):
+                vec = self._cache.get(key)
+                if vec is not None:
+                    self._cache.move_to_end(key)
+                    out[i] = vec
+                    self.hits += 1
+                elif key not in todo:
+                    todo[key] = texts[i]
+        if todo:
+            fresh = self._forward(list(todo.values()), progress)
+            found = dict(zip(todo, fresh, strict=True))
+            with self._lock:
+                self.misses += len(todo)
+                if self.cache_size > 0:
+                    for key, vec in found.items():
+                        self._cache[key] = vec
+                        self._cache.move_to_end(key)
+                    while len(self._cache) > self.cache_size:
+                        self._cache.popitem(last=False)
+            for i, key in enumerate(keys):
+                if out[i] is None:
+                    out[i] = found[key]
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.stack(out)  # type: ignore[arg-type]
+
+    @property
+    def dimension(self) -> int:
+        model = self.model
+        get = (
+            getattr(model, "get_embedding_dimension", None)
+            or model.get_sentence_embedding_dimension
+        )
+        return int(get())
+
+    def cache_info(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "size": len(self._cache),
+                "max": self.cache_size,
+                "hits": self.hits,
+                "misses": self.misses,
+            }
+
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    def _forward(self, texts: list[str], progress: bool) -> list[np.ndarray]:
+        """One pass over `texts` in length-sorted batches (little padding), no grad."""
+        import torch
+        from sentence_transformers.util import batch_to_device
+        from tqdm.auto import tqdm
+
+        model = self.model
+        prepare = getattr(model, "preprocess", None) or model.tokenize
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        result: list[np.ndarray] = [None] * len(texts)  # type: ignore[list-item]
+        starts = range(0, len(order), self.batch_size)
+        with torch.inference_mode():
+            for b in tqdm(starts, disable=not progress, desc="encoding", unit="batch"):
+                idx = order[b : b + self.batch_size]
+                features = batch_to_device(prepare([texts[i] for i in idx]), model.device)
+                emb = model.forward(features)["sentence_embedding"].float()
+                emb = torch.nn.functional.normalize(emb, dim=-1).cpu().numpy()
+                for row, i in enumerate(idx):
+                    result[i] = emb[row]
+        return result
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _int8_copy(model: Any) -> Any:
+    """A private copy of `model` with int8 dynamic quantisation of its Linear layers."""
+    import torch
+
+    quantized = copy.deepcopy(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.ao.quantization.quantize_dynamic(
+            quantized, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
+        )
+    return quantized
+
+
+_encoders: dict[tuple[Any, ...], SentenceEncoder] = {}
+_encoders_lock = threading.Lock()
+
+
+def get_encoder(
+    model: str = DEFAULT_MODEL,
+    *,
+    device: str = "auto",
+    quantize: str = "none",
+    batch_size: int = 64,
+    cache_size: int = 100_000,
+) -> SentenceEncoder:
+    """The process-wide encoder for these settings, so every user shares one cache."""
+    key = (model, pick_device(device), quantize, batch_size, cache_size)
+    with _encoders_lock:
+        if key not in _encoders:
+            _encoders[key] = SentenceEncoder(
+                model,
+                device=device,
+                quantize=quantize,
+                batch_size=batch_size,
+                cache_size=cache_size,
+            )
+        return _encoders[key]
+
+
+# --------------------------------------------------------------------------- coarse pass
+
+_TERM = regex.compile(r"[\p{L}\p{N}_]+")
+
+
+def _terms(text: str) -> list[str]:
+    return [t.lower() for t in _TERM.findall(text)]
+
+
+def bm25_scores(
+    query: str, documents: Sequence[str], k1: float = 1.5, b: float = 0.75
+) -> np.ndarray:
+    """Okapi BM25 of `query` against each document (IDF over these documents only)."""
+    docs = [Counter(_terms(d)) for d in documents]
+    lengths = np.array([sum(c.values()) for c in docs], dtype=np.float64)
+    avg = float(lengths.mean()) if len(docs) and lengths.mean() > 0 else 1.0
+    n = len(docs)
+    scores = np.zeros(n)
+    for term in set(_terms(query)):
+        tf = np.array([c.get(term, 0) for c in docs], dtype=np.float64)
+        df = int((tf > 0).sum())
+        if df == 0:
+            continue
+        idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+        scores += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * lengths / avg))
+    return scores
+
+
+# --------------------------------------------------------------------------- compressor
+
+
+@dataclass
+class _Piece:
+    """A scorable unit of one context: a sentence, or a window of a long one."""
+
+    ctx: int
+    start: int
+    end: int
+    text: str
+    cost: int  # reader tokens
+    protected: bool
+    score: float = 0.0
+
+
+class ExtractiveCompressor(BaseCompressor):
+    """Query-aware sentence selection under a global token budget.
+
+    Options: `model` (any sentence-transformers id), `cross_encoder` (any CrossEncoder
+    id; re-scores the best `rerank_top` sentences), `threshold` (selective
+    augmentation: best bi-encoder cosine below it sends no context; None disables),
+    `mmr` (0 disables; weight of the redundancy penalty, near-duplicates above
+    `duplicate_similarity` are dropped), `coarse` (keep only the best-ranked contexts
+    holding `coarse` x the budget before the sentence pass; None disables),
+    `quantize` ("none", "int8" on CPU, "auto"), `cache_size` (LRU entries),
+    `max_unit_tokens` (longer sentences are cut into windows), `protect`.
+    """
+
+    name = "extractive"
+
+    def __init__(
+        self,
+        *,
+        model: str = DEFAULT_MODEL,
+        cross_encoder: str | None = None,
+        rerank_top: int = 32,
+        threshold: float | None = DEFAULT_THRESHOLD,
+        mmr: float = 0.0,
+        duplicate_similarity: float = 0.95,
+        coarse: float | None = None,
+        device: str = "auto",
+        quantize: str = "none",
+        batch_size: int = 64,
+        cache_size: int = 100_000,
+        max_unit_tokens: int = 128,
+        protect: Protect | None = None,
+        progress: bool | None = None,
+        tokenizer: str = DEFAULT_TOKENIZER,
+    ) -> None:
+        super().__init__(tokenizer=tokenizer)
+        if not 0.0 <= mmr <= 1.0:
+            raise ValueError(f"mmr must be in [0, 1], got {mmr}")
+        if coarse is not None and coarse < 1.0:
+            raise ValueError(f"coarse must be >= 1 (a multiple of the budget), got {coarse}")
+        if max_unit_tokens < 8:
+            raise ValueError(f"max_unit_tokens must be >= 8, got {max_unit_tokens}")
+        self.model_id = model
+        self.cross_encoder_id = cross_encoder
+        self.rerank_top = rerank_top
+        self.threshold = threshold
+        self.mmr = mmr
+        self.duplicate_similarity = duplicate_similarity
+        self.coarse = coarse
+        self.device = device
+        self.max_unit_tokens = max_unit_tokens
+        self.protect = protect or NO_PROTECT
+        self.progress = progress
+        self.encoder = get_encoder(
+            model, device=device, quantize=quantize, batch_size=batch_size, cache_size=cache_size
+        )
+
+    # -- the pipeline -------------------------------------------------------
+
+    def _compress_requests(self, requests: list[CompressionRequest]) -> list[Compressed]:
+        plans = [self._plan(r) for r in requests]
+        # one encoder pass over every query and piece of every request
+        texts: list[str] = []
+        for r, (pieces, _, _) in zip(requests, plans, strict=True):
+            if r.query is not None:
+                texts.append(r.query)
+            texts += [p.text for p in pieces]
+        hits_before = self.encoder.hits
+        progress = self.progress if self.progress is not None else len(texts) > 5000
+        vectors = self.encoder.encode(texts, progress=progress)
+        cached = self.encoder.hits - hits_before
+        out: list[Compressed] = []
+        row = 0
+        for r, (pieces, dropped, budget) in zip(requests, plans, strict=True):
+            q = None
+            if r.query is not None:
+                q = vectors[row]
+                row += 1
+            emb = vectors[row : row + len(pieces)]
+            row += len(pieces)
+            result = self._select(r, pieces, emb, q, dropped, budget)
+            result.extra["cache_hits_in_batch"] = cached
+            out.append(result)
+        return out
+
+    def _plan(self, request: CompressionRequest) -> tuple[list[_Piece], list[int], int]:
+        """Pieces to score, contexts the coarse pass dropped, and the token budget."""
+        tok = self.tokenizer
+        sizes = [tok.count(c) if c.strip() else 0 for c in request.contexts]
+        budget = request.budget.tokens_for(sum(sizes))
+        keep = set(range(len(request.contexts)))
+        dropped: list[int] = []
+        live = [i for i, s in enumerate(sizes) if s]
+        if self.coarse is not None and request.query and len(live) > 1:
+            scores = bm25_scores(request.query, [request.contexts[i] for i in live])
+            allowance = self.coarse * budget
+            held = 0
+            keep = set()
+            for rank, j in enumerate(np.argsort(-scores, kind="stable")):
+                i = live[int(j)]
+                if rank > 0 and held >= allowance:
+                    dropped.append(i)
+                    continue
+                keep.add(i)
+                held += sizes[i]
+            dropped.sort()
+        pieces: list[_Piece] = []
+        for i, context in enumerate(request.contexts):
+            if i in keep and sizes[i]:
+                pieces += self._pieces(i, context)
+        return pieces, dropped, budget
+
+    def _pieces(self, ctx: int, text: str) -> list[_Piece]:
+        tok = self.tokenizer
+        out: list[_Piece] = []
+        for unit in split_sentences(text, self.protect):
+            cost = tok.count(unit.text)
+            if cost <= self.max_unit_tokens or unit.protected or unit.kind != "text":
+                out.append(_Piece(ctx, unit.start, unit.end, unit.text, cost, unit.protected))
+                continue
+            for start, end in _windows(text, unit, self.max_unit_tokens, tok.count):
+                piece = text[start:end]
+                out.append(_Piece(ctx, start, end, piece, tok.count(piece), False))
+        return out
+
+    def _select(
+        self,
+        request: CompressionRequest,
+        pieces: list[_Piece],
+        emb: np.ndarray,
+        query: np.ndarray | None,
+        dropped: list[int],
+        budget: int,
+    ) -> Compressed:
+        n_ctx = len(request.contexts)
+        extra: dict[str, Any] = {"units": len(pieces), "coarse_dropped": dropped}
+        if not pieces:
+            return Compressed(kept=[[] for _ in range(n_ctx)], extra=extra)
+        if query is not None:
+            sims = emb @ query
+            best = float(sims.max())
+            extra["best_score"] = round(best, 4)
+            if self.threshold is not None and best < self.threshold:
+                reason = (
+                    f"selective augmentation: best sentence similarity {best:.3f} is below "
+                    f"threshold {self.threshold:g}; no context sent"
+                )
+                extra["skipped"] = True
+                return Compressed(kept=[[] for _ in range(n_ctx)], reason=reason, extra=extra)
+            scores = sims.astype(np.float64)
+            if self.cross_encoder_id and request.query:
+                scores = self._rerank(request.query, pieces, scores, extra)
+        else:
+            scores = _centrality(pieces, emb)
+        for p, s in zip(pieces, scores, strict=True):
+            p.score = float(s)
+        chosen, excluded = self._fill(pieces, emb, budget)
+        kept, texts = self._fit(request, pieces, chosen, excluded, budget)
+        extra["selected"] = sum(len(k) for k in kept)
+        reason = None
+        if budget == 0:
+            reason = "budget too small for any sentence"
+        elif not any(kept):
+            reason = "no sentence fits the budget"
+        return Compressed(kept=kept, texts=texts, reason=reason, extra=extra)
+
+    def _rerank(
+        self, query: str, pieces: list[_Piece], scores: np.ndarray, extra: dict[str, Any]
+    ) -> np.ndarray:
+        """Cross-encoder scores for the best candidates; they rank above the rest."""
+        assert self.cross_encoder_id is not None
+        top = np.argsort(-scores, kind="stable")[: self.rerank_top]
+        ce = load_cross_encoder(self.cross_encoder_id, self.device)
+        ce_scores = np.asarray(
+            ce.predict([(query, pieces[int(i)].text) for i in top], show_progress_bar=False),
+            dtype=np.float64,
+        ).reshape(len(top), -1)[:, -1]
+        out = scores - scores.max() - 1.0  # everything not re-ranked sorts below
+        # squash logits to (0, 1) then lift above the bi-encoder-only candidates
+        out[top] = 1.0 + 1.0 / (1.0 + np.exp(-ce_scores))
+        extra["reranked"] = len(top)
+        return out
+
+    def _fill(
+        self, pieces: list[_Piece], emb: np.ndarray, budget: int
+    ) -> tuple[list[int], set[int]]:
+        """Greedy global fill: protected pieces first, then by score (MMR-adjusted).
+
+        Returns the chosen pieces and the near-duplicates MMR excluded for good.
+        """
+        chosen: list[int] = []
+        used: set[int] = set()  # contexts with a piece already (a separator is due)
+        spent = 0
+
+        def cost(i: int) -> int:
+            return pieces[i].cost + (1 if pieces[i].ctx in used else 0)
+
+        def take(i: int) -> None:
+            nonlocal spent
+            spent += cost(i)
+            used.add(pieces[i].ctx)
+            chosen.append(i)
+
+        for i, p in enumerate(pieces):
+            if p.protected and spent + cost(i) <= budget:
+                take(i)
+        rest = [i for i, p in enumerate(pieces) if not p.protected]
+        excluded: set[int] = set()
+        if not self.mmr:
+            for i in sorted(rest, key=lambda i: -pieces[i].score):
+                if spent + cost(i) <= budget:
+                    take(i)
+            return chosen, excluded
+        # MMR: relevance minus a penalty for similarity to what is already chosen
+        relevance = np.array([pieces[i].score for i in rest])
+        vecs = emb[rest]
+        redundancy = np.zeros(len(rest))
+        for i in chosen:
+            redundancy = np.maximum(redundancy, vecs @ emb[i])
+        alive = np.ones(len(rest), dtype=bool)
+        while alive.any():
+            adjusted = np.where(alive, relevance - self.mmr * redundancy, -np.inf)
+            j = int(np.argmax(adjusted))
+            alive[j] = False
+            i = rest[j]
+            if redundancy[j] >= self.duplicate_similarity:
+                excluded.add(i)
+            elif spent + cost(i) <= budget:
+                take(i)
+                redundancy = np.maximum(redundancy, vecs @ vecs[j])
+        return chosen, excluded
+
+    def _fit(
+        self,
+        request: CompressionRequest,
+        pieces: list[_Piece],
+        chosen: list[int],
+        excluded: set[int],
+        budget: int,
+    ) -> tuple[list[list[Span]], list[str]]:
+        """Spans per context in original order, exact to the budget.
+
+        Token estimates are per piece; the joined text is counted exactly, trimmed
+        (weakest piece first) if it overshoots, and topped up with any piece that
+        still fits exactly, so no fitting sentence is left out while budget remains.
+        """
+        contexts = request.contexts
+        selected: list[set[int]] = [set() for _ in contexts]
+        for i in chosen:
+            selected[pieces[i].ctx].add(i)
+
+        def render(c: int) -> tuple[list[Span], str]:
+            spans = [(pieces[i].start, pieces[i].end) for i in sorted(selected[c])]
+            spans.sort()
+            return spans, join_spans(contexts[c], spans)
+
+        tok = self.tokenizer
+        rendered = [render(c) for c in range(len(contexts))]
+        counts = [tok.count(t) if t else 0 for _, t in rendered]
+        while sum(counts) > budget and any(selected):
+            weakest = min(
+                (i for s in selected for i in s),
+                key=lambda i: (not pieces[i].protected, pieces[i].score),
+            )
+            c = pieces[weakest].ctx
+            selected[c].discard(weakest)
+            rendered[c] = render(c)
+            counts[c] = tok.count(rendered[c][1]) if rendered[c][1] else 0
+        taken = {i for s in selected for i in s}
+        left = budget - sum(counts)
+        for i in sorted(range(len(pieces)), key=lambda i: -pieces[i].score):
+            if left <= 0:
+                break
+            if i in taken or i in excluded or pieces[i].cost > left:
+                continue
+            c = pieces[i].ctx
+            selected[c].add(i)
+            trial = render(c)
+            n = tok.count(trial[1])
+            if n - counts[c] <= left:
+                left -= n - counts[c]
+                rendered[c], counts[c] = trial, n
+                taken.add(i)
+            else:
+                selected[c].discard(i)
+        return [r[0] for r in rendered], [r[1] for r in rendered]
+
+    def __repr__(self) -> str:
+        return (
+            f"ExtractiveCompressor(model={self.model_id!r}, "
+            f"cross_encoder={self.cross_encoder_id!r}, "
+            f"threshold={self.threshold}, mmr={self.mmr}, coarse={self.coarse}, "
+            f"quantize={self.encoder.quantize!r}, tokenizer={self.tokenizer_name!r})"
+        )
+
+
+def _centrality(pieces: list[_Piece], emb: np.ndarray) -> np.ndarray:
+    """Task-agnostic score: cosine of each piece to its own context's centroid."""
+    ctx = np.array([p.ctx for p in pieces])
+    scores = np.zeros(len(pieces))
+    for c in np.unique(ctx):
+        rows = ctx == c
+        centroid = emb[rows].mean(axis=0)
+        norm = np.linalg.norm(centroid)
+        scores[rows] = emb[rows] @ (centroid / norm) if norm > 0 else 0.0
+    return scores
+
+
+def _windows(text: str, unit: Unit, limit: int, count: Any) -> list[Span]:
+    """Cut an over-long sentence into word-aligned windows of at most `limit` tokens."""
+    words = split_words(text[unit.start : unit.end])
+    spans: list[Span] = []
+    start: int | None = None
+    end = 0
+    size = 0
+    for w in words:
+        c = count(w.text) + 1
+        if start is not None and size + c > limit:
+            spans.append((unit.start + start, unit.start + end))
+            start, size = None, 0
+        if start is None:
+            start = w.start
+        end = w.end
+        size += c
+    if start is not None:
+        spans.append((unit.start + start, unit.start + end))
+    # a window's exact count can exceed the estimate only slightly; that is fine for
+    # scoring, and the budget is checked on the exact joined text anyway
+    return spans
