@@ -13,6 +13,8 @@ class NoopCompressor(BaseCompressor):
 
     def _compress_requests(self, requests: list[CompressionRequest]) -> list[Compressed]:
         return [
-            Compressed(kept=[[(0, len(c))] if c else [] for c in r.contexts], texts=list(r.contexts))
+            Compressed(
+                kept=[[(0, len(c))] if c else [] for c in r.contexts], texts=list(r.contexts)
+            )
             for r in requests
         ]

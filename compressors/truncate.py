@@ -20,21 +20,22 @@ class TruncateCompressor(BaseCompressor):
 
     def _one(self, request: CompressionRequest) -> Compressed:
         tok = self.tokenizer
-        ids = [tok.encode(c) if c else [] for c in request.contexts]
-        total = sum(len(i) for i in ids)
+        starts = [tok.token_starts(c) if c else [] for c in request.contexts]
+        total = sum(len(s) for s in starts)
         budget = request.budget.tokens_for(total)
-        shares = _proportional_shares([len(i) for i in ids], budget)
+        shares = _proportional_shares([len(s) for s in starts], budget)
         kept: list[list[Span]] = []
-        for context, token_ids, share in zip(request.contexts, ids, shares, strict=True):
-            if share >= len(token_ids):
+        for context, token_starts, share in zip(request.contexts, starts, shares, strict=True):
+            if share >= len(token_starts):
                 kept.append([(0, len(context))] if context else [])
                 continue
-            limit, head = share, tok.decode(token_ids[:share]) if share else ""
-            # back off a cut inside a character, or a prefix that re-tokenises longer
-            while head and (not context.startswith(head) or tok.count(head) > limit):
+            # cut where token `share` starts; back off if the prefix re-tokenises longer
+            limit = share
+            end = len(context[: token_starts[share]].rstrip()) if share else 0
+            while end and tok.count(context[:end]) > limit:
                 share -= 1
-                head = tok.decode(token_ids[:share])
-            kept.append([(0, len(head))] if head else [])
+                end = len(context[: token_starts[share]].rstrip()) if share else 0
+            kept.append([(0, end)] if end else [])
         reason = "budget too small for any context" if budget == 0 and total else None
         return Compressed(kept=kept, reason=reason)
 

@@ -1,8 +1,8 @@
 """ctxzip: compress what you send to an LLM, keep what the answer needs.
 
-    from ctxzip import Budget, get_compressor
-    result = get_compressor("truncate").compress(docs, query="...", budget=Budget(rate=0.3))
-    result.texts, result.tokens_in, result.tokens_out, result.ratio
+from ctxzip import Budget, get_compressor
+result = get_compressor("truncate").compress(docs, query="...", budget=Budget(rate=0.3))
+result.texts, result.tokens_in, result.tokens_out, result.ratio
 """
 
 from ctxzip.budget import Budget

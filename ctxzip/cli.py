@@ -21,10 +21,22 @@ from ctxzip.tokens import DEFAULT_TOKENIZER
 
 # command name -> ("module:attr" of a click command, one-line help, extra to install)
 LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
-    "index": ("ctxzip.retrievers.cli:index_command", "Add files, folders or JSONL to a store.", "store"),
+    "index": (
+        "ctxzip.retrievers.cli:index_command",
+        "Add files, folders or JSONL to a store.",
+        "store",
+    ),
     "search": ("ctxzip.retrievers.cli:search_command", "Search a store.", "store"),
-    "proxy": ("ctxzip.proxy.cli:proxy_command", "Run the OpenAI/Anthropic-compatible proxy.", "proxy"),
-    "eval": ("ctxzip.evals.cli:eval_command", "Measure answer quality against compression.", "evals"),
+    "proxy": (
+        "ctxzip.proxy.cli:proxy_command",
+        "Run the OpenAI/Anthropic-compatible proxy.",
+        "proxy",
+    ),
+    "eval": (
+        "ctxzip.evals.cli:eval_command",
+        "Measure answer quality against compression.",
+        "evals",
+    ),
 }
 
 
@@ -51,8 +63,12 @@ class LazyGroup(click.Group):
 def _unavailable(name: str, short_help: str, extra: str, exc: Exception) -> click.Command:
     message = f"`ctxzip {name}` needs more packages: pip install 'ctxzip[{extra}]' ({exc})"
 
-    @click.command(name, short_help=f"{short_help} (not installed)", help=message,
-                   context_settings={"ignore_unknown_options": True})
+    @click.command(
+        name,
+        short_help=f"{short_help} (not installed)",
+        help=message,
+        context_settings={"ignore_unknown_options": True},
+    )
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     def missing(args: tuple[str, ...]) -> None:
         raise CtxzipError(message)
@@ -84,14 +100,32 @@ def budget_from(rate: float | None, target_tokens: int | None) -> Budget:
 @click.option("--rate", type=float, help="Fraction of tokens to keep, in (0, 1].")
 @click.option("--target-tokens", type=int, help="Tokens to keep.")
 @click.option("--query", "-q", help="The question the context should answer.")
-@click.option("--model", default=DEFAULT_TOKENIZER, show_default=True,
-              help="Model whose tokenizer counts the budget.")
-@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
-              help="Compressor option (JSON values allowed); repeatable.")
+@click.option(
+    "--model",
+    default=DEFAULT_TOKENIZER,
+    show_default=True,
+    help="Model whose tokenizer counts the budget.",
+)
+@click.option(
+    "--option",
+    "-o",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Compressor option (JSON values allowed); repeatable.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 @click.argument("file", type=click.File("rb"), default="-")
-def compress(method: str, rate: float | None, target_tokens: int | None, query: str | None,
-             model: str, options: tuple[str, ...], as_json: bool, file: Any) -> None:
+def compress(
+    method: str,
+    rate: float | None,
+    target_tokens: int | None,
+    query: str | None,
+    model: str,
+    options: tuple[str, ...],
+    as_json: bool,
+    file: Any,
+) -> None:
     """Compress FILE (or standard input) and print the result.
 
     Documents in FILE are separated by blank-line-delimited lines of three dashes

@@ -86,10 +86,7 @@ class BaseCompressor:
 
         Each result's `seconds` is the batch's wall time shared evenly among requests.
         """
-        requests = [
-            r if isinstance(r, CompressionRequest) else CompressionRequest.of(*r)  # type: ignore[misc]
-            for r in requests
-        ]
+        requests = list(requests)
         if not requests:
             return []
         start = time.perf_counter()

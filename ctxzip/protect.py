@@ -43,7 +43,9 @@ def json_spans(text: str, min_chars: int = 8) -> list[Span]:
 def structure_spans(text: str) -> list[Span]:
     """Blocks that must never be split: code fences, markdown tables, JSON."""
     spans = [m.span() for m in CODE_FENCE.finditer(text)]
-    spans += [(m.start(), m.end() - (1 if m.group().endswith("\n") else 0)) for m in TABLE.finditer(text)]
+    spans += [
+        (m.start(), m.end() - (1 if m.group().endswith("\n") else 0)) for m in TABLE.finditer(text)
+    ]
     spans += json_spans(text)
     return merge_spans(spans)
 

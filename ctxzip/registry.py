@@ -62,7 +62,9 @@ def get_compressor(name: str, **options: Any) -> Compressor:
     except TypeError as exc:
         raise PluginError(f"bad options for compressor {name!r}: {exc}") from exc
     if not isinstance(compressor, Compressor):
-        raise PluginError(f"{name!r} did not produce a compressor (got {type(compressor).__name__})")
+        raise PluginError(
+            f"{name!r} did not produce a compressor (got {type(compressor).__name__})"
+        )
     return compressor
 
 

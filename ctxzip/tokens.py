@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import os
+import re
 import tempfile
 import threading
 from functools import lru_cache
@@ -64,6 +66,10 @@ class Tokenizer(Protocol):
 
     def count(self, text: str) -> int: ...
 
+    def token_starts(self, text: str) -> list[int]:
+        """Character offset where each token of `text` starts (for cutting at token edges)."""
+        ...
+
 
 class TiktokenTokenizer:
     def __init__(self, encoding_name: str, label: str | None = None) -> None:
@@ -80,11 +86,15 @@ class TiktokenTokenizer:
     def decode(self, ids: list[int]) -> str:
         return self._enc.decode(ids)
 
-    def count(self, text: str) -> int:
-        return len(self._enc.encode_ordinary(text))
+    def token_starts(self, text: str) -> list[int]:
+        # a token that starts inside a multi-byte character maps to that character
+        return list(self._enc.decode_with_offsets(self.encode(text))[1])
 
-    def count_batch(self, texts: list[str]) -> list[int]:
-        return [len(ids) for ids in self._enc.encode_ordinary_batch(texts)]
+    def count(self, text: str) -> int:
+        if len(text) < _PARALLEL_CHARS or _THREADS == 1:
+            return len(self._enc.encode_ordinary(text))
+        pieces = _split_for_counting(text, _THREADS * 2)
+        return sum(map(len, self._enc.encode_ordinary_batch(pieces, num_threads=_THREADS)))
 
 
 class HFTokenizer:
@@ -92,7 +102,14 @@ class HFTokenizer:
         from ctxzip.models import load_tokenizer
 
         self._tok = load_tokenizer(model_id)
-        self._fast = getattr(self._tok, "backend_tokenizer", None)
+        backend = getattr(self._tok, "backend_tokenizer", None)
+        self._fast = None
+        if backend is not None:  # a private copy: no padding, no truncation, no warnings
+            from tokenizers import Tokenizer as RustTokenizer
+
+            self._fast = RustTokenizer.from_str(backend.to_str())
+            self._fast.no_padding()
+            self._fast.no_truncation()
         self.name = model_id
 
     def encode(self, text: str) -> list[int]:
@@ -103,8 +120,32 @@ class HFTokenizer:
     def decode(self, ids: list[int]) -> str:
         return str(self._tok.decode(ids))
 
+    def token_starts(self, text: str) -> list[int]:
+        if self._fast is not None:
+            return [start for start, _ in self._fast.encode(text, add_special_tokens=False).offsets]
+        encoded = self._tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        return [start for start, _ in encoded["offset_mapping"]]
+
     def count(self, text: str) -> int:
         return len(self.encode(text))
+
+
+_PARALLEL_CHARS = 64_000
+_THREADS = max(1, min(8, os.cpu_count() or 1))
+# Between a letter and " letter" both OpenAI pre-tokenisers always end one piece and
+# start the next, so cutting there and summing the counts is exact.
+_SAFE_CUT = re.compile(r"(?<=[A-Za-z]) (?=[A-Za-z])")
+
+
+def _split_for_counting(text: str, parts: int) -> list[str]:
+    cuts = [0]
+    for i in range(1, parts):
+        m = _SAFE_CUT.search(text, max(cuts[-1] + 1, len(text) * i // parts))
+        if m is None:
+            break
+        cuts.append(m.start())
+    cuts.append(len(text))
+    return [text[a:b] for a, b in itertools.pairwise(cuts) if b > a]
 
 
 def encoding_for_model(model: str) -> str | None:
@@ -171,7 +212,9 @@ def _seed_tiktoken_cache(encoding_name: str) -> None:
     except (ModuleNotFoundError, FileNotFoundError):
         return  # let tiktoken try the network and report its own error
     if hashlib.sha256(data).hexdigest() != sha256:
-        raise ModelNotFoundError(f"packaged {encoding_name} file does not match tiktoken's checksum")
+        raise ModelNotFoundError(
+            f"packaged {encoding_name} file does not match tiktoken's checksum"
+        )
     os.makedirs(cache_dir, exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "wb") as fh:

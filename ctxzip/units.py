@@ -35,8 +35,55 @@ class Unit:
 
 
 _ABBREVIATIONS = frozenset(
-    """mr mrs ms dr prof sr jr st vs etc e.g i.e cf fig figs no nos vol pp ca approx inc ltd co
-    corp dept est jan feb mar apr jun jul aug sep sept oct nov dec mt ft al gen col lt sgt rev""".split()
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "sr",
+        "jr",
+        "st",
+        "vs",
+        "etc",
+        "e.g",
+        "i.e",
+        "cf",
+        "fig",
+        "figs",
+        "no",
+        "nos",
+        "vol",
+        "pp",
+        "ca",
+        "approx",
+        "inc",
+        "ltd",
+        "co",
+        "corp",
+        "dept",
+        "est",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+        "mt",
+        "ft",
+        "al",
+        "gen",
+        "col",
+        "lt",
+        "sgt",
+        "rev",
+    ]
 )
 _CJK = r"\p{Han}\p{Hiragana}\p{Katakana}"
 # A sentence ends at terminal punctuation (plus closing quotes/brackets) followed by
@@ -141,7 +188,9 @@ def split_sentences(text: str, protect: Protect = NO_PROTECT) -> list[Unit]:
         for s, e in _prose_sentences(text, pos, b_start, no_cut):
             units.append(Unit(text[s:e], s, e, "text", keep.overlaps(s, e)))
         if b_end > b_start:
-            units.append(Unit(text[b_start:b_end], b_start, b_end, "block", keep.overlaps(b_start, b_end)))
+            units.append(
+                Unit(text[b_start:b_end], b_start, b_end, "block", keep.overlaps(b_start, b_end))
+            )
         pos = b_end
     return units
 
@@ -160,7 +209,9 @@ def split_words(text: str, protect: Protect = NO_PROTECT) -> list[Unit]:
         units += [Unit(m.group(), m.start(), m.end()) for m in _WORD.finditer(text, pos, a_start)]
         if a_end > a_start:
             kind = "block" if "\n" in text[a_start:a_end] else "atom"
-            units.append(Unit(text[a_start:a_end], a_start, a_end, kind, keep_index.overlaps(a_start, a_end)))
+            units.append(
+                Unit(text[a_start:a_end], a_start, a_end, kind, keep_index.overlaps(a_start, a_end))
+            )
         pos = a_end
     return units
 
