@@ -5,15 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ctxzip.errors import InputError
 from ctxzip.retrievers.base import BaseStore
 from ctxzip.retrievers.persist import MANIFEST, read_manifest
+
+from ctxzip.errors import InputError
 
 BACKENDS = ("faiss", "qdrant")
 
 
-def open_store(path: str | Path | None = None, backend: str | None = None,
-               **options: Any) -> BaseStore:
+def open_store(
+    path: str | Path | None = None, backend: str | None = None, **options: Any
+) -> BaseStore:
     """Load the store saved at `path`, or create a new one with `options`.
 
     With an existing folder the manifest decides the backend (and model); otherwise

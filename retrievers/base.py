@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from ctxzip.errors import InputError
 from ctxzip.retrievers.bm25 import BM25Index, rrf
 from ctxzip.retrievers.embeddings import Embedder
 from ctxzip.retrievers.errors import StoreError, StoreMismatchError
 from ctxzip.retrievers.filters import Condition, parse_filter
+
+from ctxzip.errors import InputError
 from ctxzip.validate import check_text
 
 if TYPE_CHECKING:
@@ -138,8 +138,11 @@ class BaseStore(ABC):
 
     # -- writes -------------------------------------------------------------------------
     def add_texts(
-        self, texts: Sequence[str], metadatas: Sequence[Mapping[str, Any] | None] | None = None,
-        ids: Sequence[str] | None = None, vectors: np.ndarray | None = None,
+        self,
+        texts: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        ids: Sequence[str] | None = None,
+        vectors: np.ndarray | None = None,
         progress: bool | None = None,
     ) -> list[str]:
         """Add new documents; an id that already exists is an error (see `upsert_texts`).
@@ -150,23 +153,35 @@ class BaseStore(ABC):
         return self._write(texts, metadatas, ids, vectors, progress, replace=False)
 
     def upsert_texts(
-        self, texts: Sequence[str], metadatas: Sequence[Mapping[str, Any] | None] | None = None,
-        ids: Sequence[str] | None = None, vectors: np.ndarray | None = None,
+        self,
+        texts: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        ids: Sequence[str] | None = None,
+        vectors: np.ndarray | None = None,
         progress: bool | None = None,
     ) -> list[str]:
         """Add documents, replacing any with the same id."""
         return self._write(texts, metadatas, ids, vectors, progress, replace=True)
 
-    def add_documents(self, documents: Iterable[Document], upsert: bool = False,
-                      progress: bool | None = None) -> list[str]:
+    def add_documents(
+        self, documents: Iterable[Document], upsert: bool = False, progress: bool | None = None
+    ) -> list[str]:
         docs = list(documents)
         write = self.upsert_texts if upsert else self.add_texts
-        return write([d.text for d in docs], [d.metadata for d in docs], [d.id for d in docs],
-                     progress=progress)
+        return write(
+            [d.text for d in docs],
+            [d.metadata for d in docs],
+            [d.id for d in docs],
+            progress=progress,
+        )
 
     def _write(
-        self, texts: Sequence[str], metadatas: Sequence[Mapping[str, Any] | None] | None,
-        ids: Sequence[str] | None, vectors: np.ndarray | None, progress: bool | None,
+        self,
+        texts: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any] | None] | None,
+        ids: Sequence[str] | None,
+        vectors: np.ndarray | None,
+        progress: bool | None,
         replace: bool,
     ) -> list[str]:
         docs = self._validate(texts, metadatas, ids)
@@ -189,7 +204,9 @@ class BaseStore(ABC):
         return [d.id for d in docs]
 
     def _validate(
-        self, texts: Sequence[str], metadatas: Sequence[Mapping[str, Any] | None] | None,
+        self,
+        texts: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any] | None] | None,
         ids: Sequence[str] | None,
     ) -> list[Document]:
         if isinstance(texts, (str, bytes)):
@@ -257,41 +274,61 @@ class BaseStore(ABC):
         return vec
 
     def search(
-        self, query: str, k: int = 4, filter: Mapping[str, Any] | None = None,
-        score_threshold: float | None = None, **options: Any,
+        self,
+        query: str,
+        k: int = 4,
+        filter: Mapping[str, Any] | None = None,
+        score_threshold: float | None = None,
+        **options: Any,
     ) -> list[Hit]:
         """The `k` nearest documents to `query` (cosine or inner product; higher is closer)."""
         return self.search_by_vector(self.embed_query(query), k, filter, score_threshold, **options)
 
     def search_by_vector(
-        self, vector: np.ndarray | Sequence[float], k: int = 4,
-        filter: Mapping[str, Any] | None = None, score_threshold: float | None = None,
+        self,
+        vector: np.ndarray | Sequence[float],
+        k: int = 4,
+        filter: Mapping[str, Any] | None = None,
+        score_threshold: float | None = None,
         **options: Any,
     ) -> list[Hit]:
         _check_k(k)
         vec = self._query_vector(vector)
         hits = self._vector_search(vec, k, parse_filter(filter), **options)
-        return [Hit(doc, score) for doc, score in hits
-                if score_threshold is None or score >= score_threshold]
+        return [
+            Hit(doc, score)
+            for doc, score in hits
+            if score_threshold is None or score >= score_threshold
+        ]
 
     def _query_vector(self, vector: np.ndarray | Sequence[float]) -> np.ndarray:
         vec = np.asarray(vector, dtype=np.float32).reshape(-1)
         if vec.shape[0] != self.dim:
-            raise StoreMismatchError(f"query vector has dimension {vec.shape[0]}, store has {self.dim}")
+            raise StoreMismatchError(
+                f"query vector has dimension {vec.shape[0]}, store has {self.dim}"
+            )
         if not np.isfinite(vec).all():
             raise InputError("query vector holds NaN or infinite values")
         return vec
 
     def mmr_search(
-        self, query: str, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5,
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
         filter: Mapping[str, Any] | None = None,
     ) -> list[Hit]:
         """Maximal marginal relevance: relevant to the query, different from each other."""
         return self.mmr_search_by_vector(self.embed_query(query), k, fetch_k, lambda_mult, filter)
 
     def mmr_search_by_vector(
-        self, vector: np.ndarray | Sequence[float], k: int = 4, fetch_k: int = 20,
-        lambda_mult: float = 0.5, filter: Mapping[str, Any] | None = None,
+        self,
+        vector: np.ndarray | Sequence[float],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Mapping[str, Any] | None = None,
     ) -> list[Hit]:
         _check_k(k)
         if not 0.0 <= lambda_mult <= 1.0:
@@ -307,11 +344,14 @@ class BaseStore(ABC):
             candidates = [c for c in candidates if c[0].id in present]
             cand_vecs = self.get_vectors([d.id for d, _ in candidates])
         chosen = mmr_select(vec, cand_vecs, k, lambda_mult, cosine=self.metric == "cosine")
-        return [Hit(candidates[i][0], candidates[i][1], {"mmr_rank": r + 1})
-                for r, i in enumerate(chosen)]
+        return [
+            Hit(candidates[i][0], candidates[i][1], {"mmr_rank": r + 1})
+            for r, i in enumerate(chosen)
+        ]
 
-    def bm25_search(self, query: str, k: int = 4,
-                    filter: Mapping[str, Any] | None = None) -> list[Hit]:
+    def bm25_search(
+        self, query: str, k: int = 4, filter: Mapping[str, Any] | None = None
+    ) -> list[Hit]:
         """Keyword search (BM25 over the stored texts)."""
         _check_k(k)
         query = check_text(query, "query")
@@ -322,9 +362,15 @@ class BaseStore(ABC):
         return [Hit(docs[i], s, {"bm25_score": s}) for i, s in ranked if i in docs]
 
     def hybrid_search(
-        self, query: str, k: int = 4, filter: Mapping[str, Any] | None = None,
-        vector_weight: float = 1.0, bm25_weight: float = 1.0, rrf_k: int = RRF_K,
-        fetch_k: int | None = None, score_threshold: float | None = None,
+        self,
+        query: str,
+        k: int = 4,
+        filter: Mapping[str, Any] | None = None,
+        vector_weight: float = 1.0,
+        bm25_weight: float = 1.0,
+        rrf_k: int = RRF_K,
+        fetch_k: int | None = None,
+        score_threshold: float | None = None,
     ) -> list[Hit]:
         """Vector and BM25 results fused by weighted reciprocal rank fusion (k = 60).
 
@@ -339,8 +385,9 @@ class BaseStore(ABC):
         fetch = fetch_k or max(4 * k, 20)
         vec_hits = self.search(query, fetch, filter) if vector_weight > 0 else []
         kw_hits = self.bm25_search(query, fetch, filter) if bm25_weight > 0 else []
-        fused = rrf([[h.id for h in vec_hits], [h.id for h in kw_hits]],
-                    [vector_weight, bm25_weight], rrf_k)
+        fused = rrf(
+            [[h.id for h in vec_hits], [h.id for h in kw_hits]], [vector_weight, bm25_weight], rrf_k
+        )
         by_id = {h.id: h for h in [*kw_hits, *vec_hits]}
         vec_rank = {h.id: (r, h.score) for r, h in enumerate(vec_hits, 1)}
         kw_rank = {h.id: (r, h.score) for r, h in enumerate(kw_hits, 1)}
@@ -382,8 +429,9 @@ def _check_k(k: int) -> None:
         raise InputError(f"k must be a positive integer, got {k!r}")
 
 
-def mmr_select(query: np.ndarray, vectors: np.ndarray, k: int, lambda_mult: float,
-               cosine: bool = True) -> list[int]:
+def mmr_select(
+    query: np.ndarray, vectors: np.ndarray, k: int, lambda_mult: float, cosine: bool = True
+) -> list[int]:
     """Greedy MMR over candidate vectors; returns their indices in pick order."""
     vecs = np.asarray(vectors, dtype=np.float32)
     q = np.asarray(query, dtype=np.float32)

@@ -26,13 +26,17 @@ class BM25Index:
         self.ids = list(ids)
         self._pos = {doc_id: i for i, doc_id in enumerate(self.ids)}
         self._retriever = bm25s.BM25()
-        self._empty = not self.ids
-        if not self._empty:
+        self._vocab: dict[str, int] = {}
+        if self.ids:
             corpus = bm25s.tokenize(list(texts), stopwords="en", show_progress=False)
-            self._retriever.index(corpus, show_progress=False)
-            self._vocab = corpus.vocab
+            if corpus.vocab:  # texts of one-letter words only have no terms at all
+                self._retriever.index(corpus, show_progress=False)
+                self._vocab = corpus.vocab
+        self._empty = not self._vocab
 
-    def search(self, query: str, k: int, allowed: Collection[str] | None = None) -> list[tuple[str, float]]:
+    def search(
+        self, query: str, k: int, allowed: Collection[str] | None = None
+    ) -> list[tuple[str, float]]:
         """Top `k` (id, score) with score > 0, optionally only among `allowed` ids."""
         if self._empty or k <= 0:
             return []
@@ -52,10 +56,12 @@ class BM25Index:
         return [(self.ids[i], float(scores[i])) for i in top]
 
 
-def rrf(rankings: Sequence[Sequence[str]], weights: Sequence[float], k: int = 60) -> list[tuple[str, float]]:
+def rrf(
+    rankings: Sequence[Sequence[str]], weights: Sequence[float], k: int = 60
+) -> list[tuple[str, float]]:
     """Weighted reciprocal rank fusion: score(d) = sum_i w_i / (k + rank_i(d)), ranks from 1."""
     fused: dict[str, float] = {}
-    for ranking, weight in zip(rankings, weights):
+    for ranking, weight in zip(rankings, weights, strict=True):
         for rank, doc_id in enumerate(ranking, start=1):
             fused[doc_id] = fused.get(doc_id, 0.0) + weight / (k + rank)
     return sorted(fused.items(), key=lambda item: -item[1])

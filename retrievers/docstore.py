@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
 from ctxzip.retrievers.filters import Condition, to_sql
 
 SCHEMA = """
@@ -87,14 +86,17 @@ class DocStore:
 
     # -- writes -----------------------------------------------------------------------
     def insert(
-        self, ids: Sequence[str], texts: Sequence[str], metadatas: Sequence[dict[str, Any]],
+        self,
+        ids: Sequence[str],
+        texts: Sequence[str],
+        metadatas: Sequence[dict[str, Any]],
         vectors: np.ndarray,
     ) -> list[int]:
         """Insert new rows in one transaction; returns their rids."""
         vecs = np.ascontiguousarray(vectors, dtype="<f4")
         rows = [
             (i, t, json.dumps(m, ensure_ascii=False, sort_keys=True), vecs[n].tobytes())
-            for n, (i, t, m) in enumerate(zip(ids, texts, metadatas))
+            for n, (i, t, m) in enumerate(zip(ids, texts, metadatas, strict=True))
         ]
         with self._lock, self._conn:
             # AUTOINCREMENT hands out seq+1, seq+2, ... inside one locked transaction.
@@ -143,8 +145,10 @@ class DocStore:
         out: list[Row] = []
         with self._lock:
             for part in _chunks(keys):
-                q = (f"SELECT rid, id, text, metadata FROM docs "
-                     f"WHERE {column} IN ({','.join('?' * len(part))})")
+                q = (
+                    f"SELECT rid, id, text, metadata FROM docs "
+                    f"WHERE {column} IN ({','.join('?' * len(part))})"
+                )
                 out.extend(
                     Row(rid, i, t, json.loads(m)) for rid, i, t, m in self._conn.execute(q, part)
                 )

@@ -39,7 +39,10 @@ class SentenceTransformerEmbedder:
     """
 
     def __init__(
-        self, model_id: str = DEFAULT_MODEL, device: str = "auto", batch_size: int = 64,
+        self,
+        model_id: str = DEFAULT_MODEL,
+        device: str = "auto",
+        batch_size: int = 64,
         normalize: bool = True,
     ) -> None:
         self.model_id = model_id
@@ -58,8 +61,9 @@ class SentenceTransformerEmbedder:
 
     @property
     def dim(self) -> int:
-        get = getattr(self.model, "get_embedding_dimension", None) or getattr(
-            self.model, "get_sentence_embedding_dimension"
+        get = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
         )
         return int(get())
 
@@ -78,14 +82,23 @@ class SentenceTransformerEmbedder:
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         show = len(texts) > 4 * self.batch_size if progress is None else progress
-        bar = tqdm(total=len(texts), unit="text", desc="embedding", disable=not show,
-                   file=sys.stderr, leave=False)
+        bar = tqdm(
+            total=len(texts),
+            unit="text",
+            desc="embedding",
+            disable=not show,
+            file=sys.stderr,
+            leave=False,
+        )
         try:
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 vecs = self.model.encode(
-                    [texts[i] for i in idx], batch_size=len(idx), convert_to_numpy=True,
-                    normalize_embeddings=self.normalize, show_progress_bar=False,
+                    [texts[i] for i in idx],
+                    batch_size=len(idx),
+                    convert_to_numpy=True,
+                    normalize_embeddings=self.normalize,
+                    show_progress_bar=False,
                 )
                 out[idx] = np.asarray(vecs, dtype=np.float32)
                 bar.update(len(idx))
@@ -97,7 +110,9 @@ class SentenceTransformerEmbedder:
         limit = self.max_tokens
         if not limit:
             return
-        suspects = [t for t in texts if len(t) > limit]  # fewer chars than the limit cannot exceed it
+        suspects = [
+            t for t in texts if len(t) > limit
+        ]  # fewer chars than the limit cannot exceed it
         if not suspects:
             return
         lengths = [len(ids) for ids in self.model.tokenizer(suspects)["input_ids"]]
@@ -106,5 +121,8 @@ class SentenceTransformerEmbedder:
             log.warning(
                 "%d of %d texts exceed the %d-token window of %s and are embedded from their "
                 "start only; chunk them (ctxzip.retrievers.chunking) to search all of them",
-                over, len(texts), limit, self.model_id,
+                over,
+                len(texts),
+                limit,
+                self.model_id,
             )

@@ -150,8 +150,12 @@ class FaissIndex:
 
     # -- search -------------------------------------------------------------------------
     def search(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None,
-        ef_search: int | None = None, nprobe: int | None = None,
+        self,
+        queries: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None = None,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rids) of shape (n, k'); rid -1 pads missing results."""
         k = max(1, min(k, self.ntotal))
@@ -177,8 +181,12 @@ class FaissIndex:
         faiss.write_index(self.index, path)
 
     def state(self) -> dict[str, Any]:
-        return {"trained": self.trained, "nlist": self.nlist, "stale": self.stale,
-                "ntotal": self.ntotal}
+        return {
+            "trained": self.trained,
+            "nlist": self.nlist,
+            "stale": self.stale,
+            "ntotal": self.ntotal,
+        }
 
     @classmethod
     def read(cls, path: str, dim: int, spec: IndexSpec, state: dict[str, Any]) -> FaissIndex:

@@ -133,14 +133,22 @@ def commit_generation(
     for key, filename in files.items():
         path = tmp / filename
         fsync_path(path)
-        entries[key] = {"path": f"{name}/{filename}", "bytes": path.stat().st_size,
-                        "sha256": sha256_file(path)}
+        entries[key] = {
+            "path": f"{name}/{filename}",
+            "bytes": path.stat().st_size,
+            "sha256": sha256_file(path),
+        }
     fsync_path(tmp)
     final = folder / name
     os.rename(tmp, final)
     fsync_path(folder)
-    manifest = {**manifest, "format": FORMAT, "format_version": FORMAT_VERSION,
-                "generation": number, "files": entries}
+    manifest = {
+        **manifest,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "generation": number,
+        "files": entries,
+    }
     write_json_atomic(folder / MANIFEST, manifest)
     return manifest
 
@@ -151,4 +159,6 @@ def remove_old_generations(folder: Path, keep: int) -> None:
         if path.name.startswith("gen-") and path.name != f"gen-{keep:06d}":
             shutil.rmtree(path, ignore_errors=True)
         elif path.name.startswith(".tmp-gen-") or path.name.startswith(MANIFEST + ".tmp-"):
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(
+                missing_ok=True
+            )

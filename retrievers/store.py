@@ -21,8 +21,6 @@ from typing import Any
 
 import faiss
 import numpy as np
-
-from ctxzip.errors import InputError
 from ctxzip.retrievers.base import BaseStore, Document
 from ctxzip.retrievers.docstore import DocStore
 from ctxzip.retrievers.embeddings import DEFAULT_MODEL, Embedder, SentenceTransformerEmbedder
@@ -40,14 +38,17 @@ from ctxzip.retrievers.persist import (
 )
 from ctxzip.retrievers.rwlock import RWLock
 
+from ctxzip.errors import InputError
+
 INDEX_FILE = "index.faiss"
 DOCSTORE_FILE = "docs.sqlite"
 
 
 def _embedder(model: str | Embedder | None, device: str, batch_size: int) -> Embedder:
     if model is None or isinstance(model, str):
-        return SentenceTransformerEmbedder(model or DEFAULT_MODEL, device=device,
-                                           batch_size=batch_size)
+        return SentenceTransformerEmbedder(
+            model or DEFAULT_MODEL, device=device, batch_size=batch_size
+        )
     if not isinstance(model, Embedder):
         raise InputError("model must be a model id or an object with model_id, dim and embed()")
     return model
@@ -59,15 +60,23 @@ class FaissStore(BaseStore):
     backend = "faiss"
 
     def __init__(
-        self, model: str | Embedder | None = None, index: str | IndexSpec = "flat",
-        metric: str = "cosine", dim: int | None = None, device: str = "auto",
-        batch_size: int = 64, **index_options: Any,
+        self,
+        model: str | Embedder | None = None,
+        index: str | IndexSpec = "flat",
+        metric: str = "cosine",
+        dim: int | None = None,
+        device: str = "auto",
+        batch_size: int = 64,
+        **index_options: Any,
     ) -> None:
         """A new, empty, in-memory store. `dim` defaults to the model's (loading it)."""
         super().__init__()
         self.embedder = _embedder(model, device, batch_size)
-        spec = index if isinstance(index, IndexSpec) else IndexSpec(
-            kind=index, metric=metric, **index_options)
+        spec = (
+            index
+            if isinstance(index, IndexSpec)
+            else IndexSpec(kind=index, metric=metric, **index_options)
+        )
         self._setup(dim or self.embedder.dim, spec)
         self._docs = DocStore.memory(self._dim)
         self._index = FaissIndex(self._dim, spec)
@@ -94,8 +103,10 @@ class FaissStore(BaseStore):
         return self._docs.count()
 
     def __repr__(self) -> str:
-        return (f"FaissStore({len(self)} docs, {self.spec.kind}, {self.metric}, "
-                f"{self.embedder.model_id}, {self._dim}-d)")
+        return (
+            f"FaissStore({len(self)} docs, {self.spec.kind}, {self.metric}, "
+            f"{self.embedder.model_id}, {self._dim}-d)"
+        )
 
     # -- primitives -------------------------------------------------------------------------
     def _insert(self, docs: list[Document], vectors: np.ndarray, replace: bool) -> None:
@@ -108,8 +119,9 @@ class FaissStore(BaseStore):
                 raise StoreError(f"id {first!r} already exists (use upsert_texts to replace it)")
             if existing:
                 self._index.remove(self._docs.delete(list(existing)))
-            rids = self._docs.insert(ids, [d.text for d in docs], [d.metadata for d in docs],
-                                     vectors)
+            rids = self._docs.insert(
+                ids, [d.text for d in docs], [d.metadata for d in docs], vectors
+            )
             self._index.add(np.asarray(rids, dtype=np.int64), normalized)
             self._maintain()
 
@@ -156,8 +168,13 @@ class FaissStore(BaseStore):
             return self._docs.corpus()
 
     def _vector_search(
-        self, vector: np.ndarray, k: int, conditions: list[Condition],
-        ef_search: int | None = None, nprobe: int | None = None, exact_below: int = 2048,
+        self,
+        vector: np.ndarray,
+        k: int,
+        conditions: list[Condition],
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+        exact_below: int = 2048,
     ) -> list[tuple[Document, float]]:
         """Filtered search pre-filters in SQLite; tiny candidate sets are scored exactly.
 
@@ -172,10 +189,11 @@ class FaissStore(BaseStore):
                 return self._exact(query[0], allowed, k)
             fetch = k + (self._index.stale if allowed is None else 0)
             scores, rids = self._index.search(query, fetch, allowed, ef_search, nprobe)
-            pairs = [(int(r), float(s)) for r, s in zip(rids[0], scores[0]) if r >= 0]
+            pairs = [(int(r), float(s)) for r, s in zip(rids[0], scores[0], strict=True) if r >= 0]
             rows = self._docs.rows_by_rids([r for r, _ in pairs])
-        hits = [(Document(rows[r].id, rows[r].text, rows[r].metadata), s)
-                for r, s in pairs if r in rows]
+        hits = [
+            (Document(rows[r].id, rows[r].text, rows[r].metadata), s) for r, s in pairs if r in rows
+        ]
         return hits[:k]
 
     def _exact(self, query: np.ndarray, rids: np.ndarray, k: int) -> list[tuple[Document, float]]:
@@ -187,8 +205,13 @@ class FaissStore(BaseStore):
         scores = mat @ query
         top = np.argsort(-scores, kind="stable")[:k]
         rows = self._docs.rows_by_rids([keys[i] for i in top])
-        return [(Document(rows[keys[i]].id, rows[keys[i]].text, rows[keys[i]].metadata),
-                 float(scores[i])) for i in top]
+        return [
+            (
+                Document(rows[keys[i]].id, rows[keys[i]].text, rows[keys[i]].metadata),
+                float(scores[i]),
+            )
+            for i in top
+        ]
 
     # -- introspection ----------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -207,7 +230,7 @@ class FaissStore(BaseStore):
 
     def _active_kind(self) -> str:
         if self.spec.kind == "ivfpq" and not self._index.trained:
-            return "flat (ivfpq staging: trains at %d vectors)" % self.spec.train_min
+            return f"flat (ivfpq staging: trains at {self.spec.train_min} vectors)"
         return self.spec.kind
 
     # -- persistence ------------------------------------------------------------------------
@@ -227,8 +250,9 @@ class FaissStore(BaseStore):
                 self._index.write(str(tmp / INDEX_FILE))
                 self._docs.save_to(str(tmp / DOCSTORE_FILE))
                 manifest = self._manifest_body(previous)
-            manifest = commit_generation(target, tmp, number, manifest,
-                                         {"index": INDEX_FILE, "docstore": DOCSTORE_FILE})
+            manifest = commit_generation(
+                target, tmp, number, manifest, {"index": INDEX_FILE, "docstore": DOCSTORE_FILE}
+            )
             remove_old_generations(target, keep=number)
         self.path, self._manifest = target, manifest
         return target
@@ -253,7 +277,10 @@ class FaissStore(BaseStore):
 
     @classmethod
     def load(
-        cls, path: str | Path, model: str | Embedder | None = None, device: str = "auto",
+        cls,
+        path: str | Path,
+        model: str | Embedder | None = None,
+        device: str = "auto",
         batch_size: int = 64,
     ) -> FaissStore:
         """Open a saved store. Refuses another embedding model or dimension than it was built with.
@@ -287,10 +314,17 @@ class FaissStore(BaseStore):
         self.embedder = embedder
         self._setup(dim, spec)
         self._docs = DocStore.load(str(verified_file(folder, manifest, "docstore")), dim)
-        self._index = FaissIndex.read(str(verified_file(folder, manifest, "index")), dim, spec,
-                                      manifest.get("index_state", {}))
+        self._index = FaissIndex.read(
+            str(verified_file(folder, manifest, "index")),
+            dim,
+            spec,
+            manifest.get("index_state", {}),
+        )
         counts = manifest.get("counts", {})
-        if (len(self), self._index.ntotal) != (counts.get("documents"), counts.get("index_vectors")):
+        if (len(self), self._index.ntotal) != (
+            counts.get("documents"),
+            counts.get("index_vectors"),
+        ):
             raise StoreCorruptError(
                 f"{folder}: counts differ from the manifest ({len(self)} documents and "
                 f"{self._index.ntotal} vectors on disk, manifest says {counts})"

@@ -1,0 +1,199 @@
+"""Ingest files, folders and JSONL into a store, chunked, with source and offsets recorded.
+
+Each chunk's metadata holds `source` (the file's absolute path), `chunk` (its number),
+`start` / `end` (character offsets in the source text, or in the JSONL record's text)
+and `tokens`; JSONL records add `line`, `doc_id` and their own metadata. Re-ingesting
+a source replaces its earlier chunks, so indexing the same folder twice adds nothing.
+Bad files (invalid UTF-8, binary, malformed JSONL) are skipped and reported; they never
+stop the others from being indexed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ctxzip.retrievers.chunking import chunk_text
+
+from ctxzip.errors import InputError
+
+if TYPE_CHECKING:
+    from ctxzip.retrievers.base import BaseStore
+
+TEXT_EXTENSIONS = frozenset(
+    [
+        ".txt",
+        ".md",
+        ".markdown",
+        ".rst",
+        ".text",
+        ".html",
+        ".htm",
+        ".xml",
+        ".tex",
+        ".csv",
+        ".tsv",
+        ".log",
+        ".py",
+        ".js",
+        ".ts",
+        ".java",
+        ".c",
+        ".h",
+        ".cpp",
+        ".go",
+        ".rs",
+        ".rb",
+        ".sh",
+        ".yaml",
+        ".yml",
+        ".toml",
+        ".ini",
+        ".cfg",
+        ".json",
+        ".jsonl",
+    ]
+)
+
+
+@dataclass
+class IngestReport:
+    """What an ingest did: files read, chunks added, and every file skipped with the reason."""
+
+    files: int = 0
+    chunks: int = 0
+    ids: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Record:
+    source: str
+    text: str
+    metadata: dict[str, Any]
+    id_prefix: str
+
+
+def iter_files(
+    paths: Sequence[str | Path], extensions: frozenset[str] | None = None
+) -> Iterator[Path]:
+    """Files named directly (any extension), and text files found under folders (sorted)."""
+    exts = TEXT_EXTENSIONS if extensions is None else extensions
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    p = Path(root) / name
+                    if not name.startswith(".") and p.suffix.lower() in exts:
+                        yield p
+        elif path.exists():
+            yield path
+        else:
+            raise InputError(f"{path} does not exist")
+
+
+def read_text(path: Path) -> str:
+    data = path.read_bytes()
+    if b"\x00" in data[:8192]:
+        raise InputError("binary file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not valid UTF-8 (byte {exc.start})") from None
+
+
+def read_jsonl(path: Path, text_field: str = "text", id_field: str = "id") -> list[_Record]:
+    """One record per line: `text_field` is the text; `metadata` (a dict) and every other
+    field except `id_field` become metadata. Any bad line fails the whole file (named)."""
+    records = []
+    source = str(path.resolve())
+    for n, line in enumerate(read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"line {n}: invalid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise InputError(f"line {n}: expected a JSON object")
+        text = obj.get(text_field)
+        if not isinstance(text, str):
+            raise InputError(f"line {n}: field {text_field!r} must be a string")
+        meta = obj.get("metadata", {})
+        if not isinstance(meta, dict):
+            raise InputError(f"line {n}: 'metadata' must be an object")
+        extra = {k: v for k, v in obj.items() if k not in (text_field, id_field, "metadata")}
+        doc_id = str(obj[id_field]) if obj.get(id_field) is not None else f"{source}:{n}"
+        records.append(
+            _Record(source, text, {**extra, **meta, "line": n, "doc_id": doc_id}, doc_id)
+        )
+    return records
+
+
+def ingest(
+    store: BaseStore,
+    paths: Sequence[str | Path],
+    chunk_tokens: int = 200,
+    overlap_tokens: int = 32,
+    tokenizer: str | None = None,
+    text_field: str = "text",
+    id_field: str = "id",
+    extensions: frozenset[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+    progress: bool | None = None,
+) -> IngestReport:
+    """Chunk every file under `paths` and upsert the chunks (ids `<source or doc id>#<n>`).
+
+    `tokenizer` counts chunk sizes; it defaults to the store's embedding model.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    tok = tokenizer or store.embedder.model_id
+    report = IngestReport()
+    texts: list[str] = []
+    metas: list[dict[str, Any]] = []
+    ids: list[str] = []
+    sources: list[str] = []
+    for path in iter_files(paths, extensions):
+        try:
+            if path.suffix.lower() == ".jsonl":
+                records = read_jsonl(path, text_field, id_field)
+            else:
+                source = str(path.resolve())
+                records = [_Record(source, read_text(path), {}, source)]
+        except (InputError, OSError) as exc:
+            report.skipped.append((str(path), str(exc)))
+            continue
+        report.files += 1
+        sources.append(records[0].source if records else str(path.resolve()))
+        for rec in records:
+            for chunk in chunk_text(rec.text, tok, chunk_tokens, overlap_tokens):
+                if not chunk.text.strip():
+                    continue
+                texts.append(chunk.text)
+                ids.append(f"{rec.id_prefix}#{chunk.index}")
+                metas.append(
+                    {
+                        **(metadata or {}),
+                        **rec.metadata,
+                        "source": rec.source,
+                        "chunk": chunk.index,
+                        "start": chunk.start,
+                        "end": chunk.end,
+                        "tokens": chunk.tokens,
+                    }
+                )
+    if texts:
+        report.ids = store.upsert_texts(texts, metas, ids, progress=progress)
+    fresh = set(report.ids)
+    for source in sources:  # drop chunks earlier runs stored that this run did not replace
+        stale = [i for i in store.ids_where({"source": source}) if i not in fresh]
+        store.delete(stale)
+    report.chunks = len(report.ids)
+    return report
