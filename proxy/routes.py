@@ -303,6 +303,8 @@ class Handlers:
         protocol = protocol_for_path(path)
         try:
             subpath = safe_subpath(path)
+            if subpath == "/compress":
+                raise ProxyError(405, "/v1/compress takes POST only", "method_not_allowed")
             target = self.state.upstreams.pick("passthrough", None)
             if target is None:
                 if request.method == "GET" and subpath == "/models":
