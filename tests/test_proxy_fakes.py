@@ -116,7 +116,7 @@ class FakeUpstream:
                 if model == "gated" and i == 1:
                     await asyncio.to_thread(self.gate.wait, 10)
                 if model == "slow" and i > 0:
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(0.03)
                 if model == "cut" and i == 2:
                     raise RuntimeError("upstream dies mid-stream")
                 yield event
@@ -143,7 +143,7 @@ class FakeUpstream:
                              "message": {"role": "assistant", "content": text}}],
                 "usage": usage, "x_unknown_field": {"kept": True},
             })  # fmt: skip
-        n = 60 if model == "slow" else 3
+        n = 40 if model == "slow" else 3
         pieces = [f"w{i} " for i in range(n)]
         base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": model}
         events = [
@@ -182,7 +182,7 @@ class FakeUpstream:
         message = {"id": "msg_1", "type": "message", "role": "assistant", "model": model,
                    "content": [], "stop_reason": None, "stop_sequence": None,
                    "usage": {"input_tokens": 12, "output_tokens": 0}}  # fmt: skip
-        n = 60 if model == "slow" else 3
+        n = 40 if model == "slow" else 3
         events = [
             ev("message_start", {"message": message}),
             ev("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
