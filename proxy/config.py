@@ -192,19 +192,19 @@ class ProxyConfig:
         return data
 
 
-def _resolve_secret(value: Any, where: str) -> Any:
+def _resolve_secret(value: Any, where: str, env: dict[str, str]) -> Any:
     if not isinstance(value, str):
         return value
     for prefix in ("env:", "os.environ/"):
         if value.startswith(prefix):
             name = value[len(prefix) :]
-            if name not in os.environ:
+            if name not in env:
                 raise ConfigError(f"{where}: environment variable {name} is not set")
-            return os.environ[name]
+            return env[name]
     return value
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
+def _build(cls: type, data: Any, where: str, env: dict[str, str]) -> Any:
     """A dataclass from a dict, rejecting unknown keys and wrong types."""
     if isinstance(data, cls):
         return data
@@ -223,13 +223,13 @@ def _build(cls: type, data: Any, where: str) -> Any:
             if not isinstance(value, dict):
                 raise ConfigError("upstreams must be a table of named upstreams")
             kwargs[name] = {
-                k: _build(UpstreamConfig, _upstream_dict(v), f"upstreams.{k}")
+                k: _build(UpstreamConfig, _upstream_dict(v), f"upstreams.{k}", env)
                 for k, v in value.items()
             }
             for k, up in kwargs[name].items():
-                up.api_key = _resolve_secret(up.api_key, f"upstreams.{k}.api_key")
+                up.api_key = _resolve_secret(up.api_key, f"upstreams.{k}.api_key", env)
         elif hint.endswith("Config"):
-            kwargs[name] = _build(globals()[hint], value, path)
+            kwargs[name] = _build(globals()[hint], value, path, env)
         else:
             kwargs[name] = _check_type(value, hint, path)
     return cls(**kwargs)
@@ -328,4 +328,4 @@ def load_config(
     data = _merge(data, overrides or {})
     if "upstreams" in data and isinstance(data["upstreams"], dict):
         data["upstreams"] = {k: _upstream_dict(v) for k, v in data["upstreams"].items()}
-    return _build(ProxyConfig, data, "").validate()
+    return _build(ProxyConfig, data, "", env).validate()

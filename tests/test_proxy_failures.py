@@ -214,14 +214,10 @@ def test_tagged_regions_and_range_table(upstream):
 def test_server_side_key_replaces_client_key_and_no_secret_is_logged(upstream, caplog, capfd):
     canary_server = "canary-SERVER-9f8e7d6c5b4a"
     canary_client = "sk-canary-CLIENT-0a1b2c3d4e5f"
-    import os
-
-    os.environ["CTXZIP_TEST_UPSTREAM_KEY"] = canary_server
-    config = make_config(upstream.url)
-    config.upstreams["openai"].api_key = None
     from ctxzip.proxy.config import load_config
 
-    config = load_config(None, environ={}, overrides={
+    env = {"CTXZIP_TEST_UPSTREAM_KEY": canary_server}
+    config = load_config(None, environ=env, overrides={
         "upstreams": {"openai": {"url": upstream.url + "/v1",
                                  "api_key": "env:CTXZIP_TEST_UPSTREAM_KEY"}},
         "compression": {"method": EXPLODING},
