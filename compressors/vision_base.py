@@ -1,0 +1,212 @@
+"""The vision side of the one compressor interface.
+
+Text compressors (`ctxzip.compressor.BaseCompressor`) count tokens in a reader's tokenizer and
+return kept character spans; images have neither. A vision compressor has the same methods
+(`compress(images, query, budget)`, `acompress`, `compress_batch`) and the same accounting
+(tokens in/out, requested and achieved rate, seconds, method, budget, reason), where a token is
+one vision-encoder token (CLS included: it is kept and counts against the budget). Instead of
+texts it returns the reduced token tensor, each token's size (patches it stands for) and the map
+from original tokens to output tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from ctxzip.budget import Budget
+from ctxzip.errors import InputError
+from ctxzip.models import pick_device, pick_dtype
+
+from .vision_tokens import TokenState
+
+VISION_TOKENIZER = "vision-patches"
+"""The `tokenizer` a vision result reports: counts are encoder tokens, not text tokens."""
+
+
+@dataclass(frozen=True)
+class VisionRequest:
+    """One call's images (PIL images, HxWx3 arrays, or a `[B, 3, H, W]` pixel tensor)."""
+
+    images: Any
+    query: str | None = None
+    budget: Budget = field(default_factory=lambda: Budget(rate=0.25))
+
+    @classmethod
+    def of(
+        cls, images: Any, query: str | None = None, budget: Budget | None = None
+    ) -> VisionRequest:
+        if images is None or (isinstance(images, (list, tuple)) and not images):
+            raise InputError("no images to compress")
+        if isinstance(images, torch.Tensor) and (images.ndim != 4 or images.shape[1] != 3):
+            raise InputError(f"pixel tensors must be [B, 3, H, W], got {tuple(images.shape)}")
+        if query is not None and not isinstance(query, str):
+            raise InputError(f"query must be a string, got {type(query).__name__}")
+        if budget is not None and not isinstance(budget, Budget):
+            raise InputError(f"budget must be a Budget, got {type(budget).__name__}")
+        return cls(images, query, budget or Budget(rate=0.25))
+
+
+@dataclass
+class VisionCompressionResult:
+    """Reduced vision tokens plus the accounting every ctxzip result carries."""
+
+    tokens: torch.Tensor  # [B, K, C]
+    sizes: torch.Tensor  # [B, K]: original tokens each output token stands for
+    source: torch.Tensor  # [B, N]: output index of each original token (-1: dropped)
+    tokens_in: int
+    tokens_out: int
+    requested_rate: float
+    seconds: float
+    method: str
+    budget: Budget
+    tokenizer: str = VISION_TOKENIZER
+    reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.tokens_out / self.tokens_in if self.tokens_in else 1.0
+
+    @property
+    def ratio(self) -> float:
+        if self.tokens_out == 0:
+            return math.inf if self.tokens_in else 1.0
+        return self.tokens_in / self.tokens_out
+
+    @property
+    def kept(self) -> list[list[int]]:
+        """Per image, the output token index of each original token (the text results' `kept`)."""
+        return [row.tolist() for row in self.source.cpu()]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "shape": list(self.tokens.shape),
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "tokenizer": self.tokenizer,
+            "budget": str(self.budget),
+            "requested_rate": round(self.requested_rate, 6),
+            "rate": round(self.rate, 6),
+            "ratio": None if math.isinf(self.ratio) else round(self.ratio, 4),
+            "seconds": round(self.seconds, 6),
+            "reason": self.reason,
+        }
+
+
+class VisionCompressor:
+    """Shared plumbing: input checks, preprocessing, batching, timing, accounting.
+
+    Subclasses set `name` and implement `_reduce(pixels, budget, query)` for one batch of
+    preprocessed pixels, returning the final `TokenState` (and optionally a reason/extra).
+    Model work runs under a per-instance lock: hooks keep per-forward state on the model.
+    """
+
+    name: ClassVar[str] = "vision-base"
+
+    def __init__(
+        self,
+        model: Any = None,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        attn_implementation: str = "sdpa",
+        image_size: int = 224,
+        batch_size: int = 8,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if model is None:
+            from transformers import Dinov2Model
+
+            from .vision_backbone import converted_folder
+
+            dev = pick_device(device)
+            # a private instance: hooks installed on it never touch anyone else's model
+            model = Dinov2Model.from_pretrained(
+                str(converted_folder()),
+                dtype=pick_dtype(dtype, dev),
+                attn_implementation=attn_implementation,
+            )
+            model = model.to(dev).eval()
+        self.model = model
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def compress(
+        self, images: Any, query: str | None = None, budget: Budget | None = None
+    ) -> VisionCompressionResult:
+        """Encode `images` and keep about `budget` of each image's tokens."""
+        return self.compress_batch([VisionRequest.of(images, query, budget)])[0]
+
+    async def acompress(
+        self, images: Any, query: str | None = None, budget: Budget | None = None
+    ) -> VisionCompressionResult:
+        request = VisionRequest.of(images, query, budget)
+        return (await asyncio.to_thread(self.compress_batch, [request]))[0]
+
+    def compress_batch(self, requests: Sequence[VisionRequest]) -> list[VisionCompressionResult]:
+        """Each request's images in model batches of `batch_size`."""
+        requests = [r if isinstance(r, VisionRequest) else VisionRequest.of(*r) for r in requests]
+        return [self._one(r) for r in requests]
+
+    def pixels(self, images: Any) -> torch.Tensor:
+        if isinstance(images, torch.Tensor):
+            return images.to(device=self.device, dtype=self.dtype)
+        from .vision_backbone import preprocess
+
+        try:
+            return preprocess(images, self.image_size, device=str(self.device), dtype=self.dtype)
+        except (TypeError, ValueError, OSError) as exc:
+            raise InputError(f"cannot read images: {exc}") from exc
+
+    def _one(self, request: VisionRequest) -> VisionCompressionResult:
+        start = time.perf_counter()
+        pixels = self.pixels(request.images)
+        states, reasons = [], []
+        with self._lock, torch.inference_mode():
+            for i in range(0, pixels.shape[0], self.batch_size):
+                state, reason = self._reduce(pixels[i : i + self.batch_size], request)
+                states.append(state)
+                reasons.append(reason)
+        tokens = torch.cat([s.tokens for s in states])
+        n_images, n_tokens = tokens.shape[0], states[0].source.shape[1]
+        tokens_in = n_images * n_tokens
+        return VisionCompressionResult(
+            tokens=tokens,
+            sizes=torch.cat([s.sizes for s in states]),
+            source=torch.cat([s.source for s in states]),
+            tokens_in=tokens_in,
+            tokens_out=n_images * tokens.shape[1],
+            requested_rate=request.budget.requested_rate(n_tokens),
+            seconds=time.perf_counter() - start,
+            method=self.name,
+            budget=request.budget,
+            reason=next((r for r in reasons if r), None),
+            extra={"tokens_per_image_in": n_tokens, "tokens_per_image_out": tokens.shape[1]},
+        )
+
+    def _reduce(
+        self, pixels: torch.Tensor, request: VisionRequest
+    ) -> tuple[TokenState, str | None]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(device={self.device}, dtype={self.dtype})"
