@@ -1,0 +1,256 @@
+"""Readers: the model that answers a question from a (compressed) context.
+
+Both readers use one fixed prompt, so scores compare across methods and runs:
+
+    system: Answer the question using the context. Reply with the answer only: a few
+            words, no explanation.
+    user:   Context:
+            {context}
+
+            Question: {question}
+            Answer:
+
+With no context (the no-context baseline) the user turn is ``Question: ...\\nAnswer:``.
+Decoding is greedy (temperature 0); only the first line of the reply is kept.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ctxzip.errors import CtxzipError, InputError
+
+SYSTEM_PROMPT = (
+    "Answer the question using the context. Reply with the answer only: a few words, "
+    "no explanation."
+)
+DEFAULT_LOCAL_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def user_prompt(question: str, context: str) -> str:
+    """The user turn of the fixed template."""
+    if not context.strip():
+        return f"Question: {question}\nAnswer:"
+    return f"Context:\n{context}\n\nQuestion: {question}\nAnswer:"
+
+
+def messages_for(question: str, context: str) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": user_prompt(question, context)},
+    ]
+
+
+def clean_answer(text: str) -> str:
+    """The first non-empty line, without an echoed 'Answer:' label."""
+    for line in text.strip().splitlines():
+        line = line.strip()
+        if line.lower().startswith("answer:"):
+            line = line[7:].strip()
+        if line:
+            return line
+    return ""
+
+
+@dataclass
+class Answer:
+    text: str
+    seconds: float
+    prompt_tokens: int
+    answer_tokens: int
+
+
+class Reader(Protocol):
+    """What the sweep needs from a reader."""
+
+    name: str
+    tokenizer: str  # the model whose tokenizer counts budgets for this reader
+
+    def answer(self, questions: Sequence[str], contexts: Sequence[str]) -> list[Answer]: ...
+
+    def config(self) -> dict[str, Any]: ...
+
+
+class LocalReader:
+    """A Hugging Face causal LM, greedy, batched (left padding), on CUDA in fp16 when present.
+
+    Prompts longer than `max_input_tokens` lose the end of their context (the question
+    is always kept), so a long full-context baseline cannot overflow the model window.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_LOCAL_MODEL,
+        *,
+        batch_size: int = 8,
+        max_new_tokens: int = 16,
+        max_input_tokens: int = 2048,
+        device: str = "auto",
+    ) -> None:
+        from ctxzip.models import load_causal_lm
+
+        self.model_id = model
+        self.name = f"hf:{model}"
+        self.tokenizer = model
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.max_input_tokens = max_input_tokens
+        self._model, self._tok = load_causal_lm(model, device=device)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "reader": self.name,
+            "max_new_tokens": self.max_new_tokens,
+            "max_input_tokens": self.max_input_tokens,
+            "system": SYSTEM_PROMPT,
+        }
+
+    def _prompt(self, question: str, context: str) -> str:
+        tok = self._tok
+        ids = tok.encode(context, add_special_tokens=False) if context else []
+        room = self.max_input_tokens - len(tok.encode(question, add_special_tokens=False)) - 64
+        if len(ids) > room:
+            context = tok.decode(ids[: max(room, 0)])
+        return str(
+            tok.apply_chat_template(
+                messages_for(question, context), tokenize=False, add_generation_prompt=True
+            )
+        )
+
+    def answer(self, questions: Sequence[str], contexts: Sequence[str]) -> list[Answer]:
+        import torch
+
+        prompts = [self._prompt(q, c) for q, c in zip(questions, contexts, strict=True)]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        out: list[Answer | None] = [None] * len(prompts)
+        device = next(self._model.parameters()).device
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            batch = self._tok(
+                [prompts[i] for i in idx],
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=False,
+            ).to(device)
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                generated = self._model.generate(
+                    **batch,
+                    max_new_tokens=self.max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=self._tok.pad_token_id,
+                )
+            seconds = (time.perf_counter() - t0) / len(idx)
+            new = generated[:, batch["input_ids"].shape[1] :]
+            for row, i in enumerate(idx):
+                n_prompt = int(batch["attention_mask"][row].sum())
+                tokens = [t for t in new[row].tolist() if t != self._tok.pad_token_id]
+                text = self._tok.decode(tokens, skip_special_tokens=True)
+                out[i] = Answer(clean_answer(text), seconds, n_prompt, len(tokens))
+        return [a for a in out if a is not None]
+
+
+class OpenAIReader:
+    """Any OpenAI-compatible `/chat/completions` endpoint (a hosted model or the ctxzip proxy).
+
+    The key comes from the environment variable `api_key_env` and is never logged or
+    written to the run folder. Requests run `concurrency` at a time, with retries on
+    429 and 5xx.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str = "https://api.openai.com/v1",
+        api_key_env: str = "OPENAI_API_KEY",
+        max_new_tokens: int = 32,
+        concurrency: int = 4,
+        timeout: float = 60.0,
+        retries: int = 3,
+        tokenizer: str | None = None,
+    ) -> None:
+        import httpx
+
+        from ctxzip.tokens import encoding_for_model
+
+        self.model = model
+        self.base_url = base_url.rstrip("/")
+        self.name = f"openai:{model}@{self.base_url}"
+        self.tokenizer = tokenizer or (model if encoding_for_model(model) else "gpt-4o")
+        self.max_new_tokens = max_new_tokens
+        self.concurrency = concurrency
+        self.retries = retries
+        headers = {"content-type": "application/json"}
+        key = os.environ.get(api_key_env)
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+        self._client = httpx.Client(timeout=timeout, headers=headers)
+
+    def config(self) -> dict[str, Any]:
+        return {"reader": self.name, "max_new_tokens": self.max_new_tokens, "system": SYSTEM_PROMPT}
+
+    def _one(self, question: str, context: str) -> Answer:
+        import httpx
+
+        body = {
+            "model": self.model,
+            "messages": messages_for(question, context),
+            "temperature": 0,
+            "max_tokens": self.max_new_tokens,
+        }
+        delay = 1.0
+        for attempt in range(self.retries + 1):
+            t0 = time.perf_counter()
+            try:
+                resp = self._client.post(f"{self.base_url}/chat/completions", json=body)
+            except httpx.HTTPError as exc:
+                if attempt == self.retries:
+                    raise CtxzipError(f"reader {self.base_url} unreachable: {exc}") from None
+                time.sleep(delay)
+                delay *= 2
+                continue
+            seconds = time.perf_counter() - t0
+            retryable = resp.status_code == 429 or resp.status_code >= 500
+            if retryable and attempt < self.retries:
+                time.sleep(delay)
+                delay *= 2
+                continue
+            if resp.status_code != 200:
+                raise CtxzipError(
+                    f"reader {self.base_url} answered HTTP {resp.status_code}: {resp.text[:200]}"
+                )
+            try:
+                data = resp.json()
+                text = data["choices"][0]["message"]["content"] or ""
+                usage = data.get("usage") or {}
+            except (ValueError, KeyError, IndexError, TypeError):
+                raise CtxzipError(f"reader {self.base_url} sent a malformed reply") from None
+            return Answer(
+                clean_answer(text),
+                seconds,
+                int(usage.get("prompt_tokens", 0)),
+                int(usage.get("completion_tokens", 0)),
+            )
+        raise CtxzipError("unreachable")  # pragma: no cover
+
+    def answer(self, questions: Sequence[str], contexts: Sequence[str]) -> list[Answer]:
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(self._one, questions, contexts))
+
+
+def make_reader(spec: str, **options: Any) -> Reader:
+    """`local` (SmolLM2-135M-Instruct), `hf:MODEL_ID`, or `openai:MODEL` (set `base_url`)."""
+    kind, _, model = spec.partition(":")
+    if kind == "local":
+        return LocalReader(model or DEFAULT_LOCAL_MODEL, **options)
+    if kind == "hf" and model:
+        return LocalReader(model, **options)
+    if kind == "openai" and model:
+        return OpenAIReader(model, **options)
+    raise InputError(f"unknown reader {spec!r} (use local, hf:MODEL_ID or openai:MODEL)")

@@ -1,0 +1,359 @@
+"""Run a sweep: methods x budgets over a QA set, with one reader, cached and resumable.
+
+Compress every item with every (method, rate), then ask the reader about every
+distinct prompt, then score. Each finished compression and answer is appended to
+``<out>/cache/*.jsonl`` at once, so a rerun with the same settings skips what is done.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ctxzip.evals import metrics
+from ctxzip.evals.baselines import FIXED, FULL, NO_CONTEXT, RANDOM, TRUNCATE, RandomSentenceDrop
+from ctxzip.evals.cache import JsonlCache, key_of
+from ctxzip.evals.datasets import QAItem
+from ctxzip.evals.readers import Reader
+from tqdm import tqdm
+
+from ctxzip.budget import Budget
+from ctxzip.compressor import Compressor
+from ctxzip.errors import InputError
+from ctxzip.result import CompressionRequest
+from ctxzip.tokens import get_tokenizer
+
+NON_TEXT_PREFIXES = ("vision", "xrag")
+"""Registered methods whose output is not text a reader can take (skipped by `all`)."""
+SKIP_BY_DEFAULT = ("noop",)
+"""Methods `all` leaves out because a baseline already measures them (noop == full)."""
+
+
+@dataclass
+class SweepConfig:
+    """Everything a sweep depends on (written to the run folder as config.json)."""
+
+    dataset: str = "pyref"
+    methods: list[str] = field(default_factory=lambda: ["all"])
+    rates: list[float] = field(default_factory=lambda: [0.5, 0.33, 0.2, 0.1])
+    reader: str = "local"
+    limit: int | None = None
+    out: str = "runs/eval"
+    seed: int = 0
+    baselines: bool = True
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reader_options: dict[str, Any] = field(default_factory=dict)
+    corpus: str | None = None
+    top_k: int = 5
+    compress_batch: int = 8
+    read_chunk: int = 32
+    buckets: list[int] = field(default_factory=lambda: list(metrics.DEFAULT_BUCKETS))
+
+    def __post_init__(self) -> None:
+        if not self.rates or any(not (0 < r <= 1) for r in self.rates):
+            raise InputError(f"rates must be in (0, 1], got {self.rates}")
+        if self.limit is not None and self.limit < 1:
+            raise InputError("limit must be >= 1")
+
+
+def text_methods(names: Sequence[str]) -> list[str]:
+    """The registered methods that produce text, minus those a baseline covers."""
+    return [
+        n
+        for n in names
+        if not n.startswith(NON_TEXT_PREFIXES) and n not in SKIP_BY_DEFAULT and n != TRUNCATE
+    ]
+
+
+def resolve_methods(requested: Sequence[str]) -> list[str]:
+    """Expand `all` to every registered text method; check the other names exist."""
+    from ctxzip.registry import compressor_names
+
+    known = compressor_names()
+    out: list[str] = []
+    for name in requested:
+        if name == "all":
+            out.extend(text_methods(known))
+        elif name in (RANDOM, FULL, NO_CONTEXT) or name in known or ":" in name:
+            out.append(name)
+        else:
+            raise InputError(f"unknown method {name!r} (registered: {', '.join(known)})")
+    return list(dict.fromkeys(out))
+
+
+@dataclass
+class Condition:
+    method: str
+    rate: float | None  # None: a baseline with no budget
+
+    @property
+    def label(self) -> str:
+        return self.method if self.rate is None else f"{self.method}@{self.rate:g}"
+
+
+def conditions(methods: Sequence[str], rates: Sequence[float], baselines: bool) -> list[Condition]:
+    names = list(methods)
+    if baselines:
+        names = [NO_CONTEXT, FULL, *names, TRUNCATE, RANDOM]
+    names = list(dict.fromkeys(names))
+    out = []
+    for name in names:
+        if name in FIXED:
+            out.append(Condition(name, None))
+        else:
+            out.extend(Condition(name, r) for r in rates)
+    return out
+
+
+def _make_compressor(name: str, tokenizer: str, options: dict[str, Any], seed: int) -> Compressor:
+    if name == RANDOM:
+        return RandomSentenceDrop(tokenizer=tokenizer, seed=seed, **options)
+    from ctxzip.registry import get_compressor
+
+    return get_compressor(name, tokenizer=tokenizer, **options)
+
+
+def _joined(texts: Sequence[str]) -> str:
+    return "\n\n".join(t for t in texts if t)
+
+
+class Sweep:
+    """One sweep's state: items, reader, caches, and the per-item records it produces."""
+
+    def __init__(
+        self,
+        config: SweepConfig,
+        items: list[QAItem],
+        reader: Reader,
+        progress: bool = True,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.config = config
+        self.items = items
+        self.reader = reader
+        self.progress = progress
+        self.log = log
+        self.out = Path(config.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.tok = get_tokenizer(reader.tokenizer)
+        self.compressions = JsonlCache(self.out / "cache" / "compressions.jsonl")
+        self.answers = JsonlCache(self.out / "cache" / "answers.jsonl")
+        self.errors: dict[str, str] = {}
+
+    def _ckey(self, cond: Condition, item: QAItem) -> str:
+        options = self.config.method_options.get(cond.method, {})
+        return key_of(
+            "c1",
+            cond.method,
+            options,
+            cond.rate,
+            self.reader.tokenizer,
+            self.config.seed,
+            item.question,
+            item.contexts,
+        )
+
+    def _akey(self, question: str, context: str) -> str:
+        return key_of("a1", self.reader.config(), self.config.seed, question, context)
+
+    def run(self) -> list[dict[str, Any]]:
+        """Compress, read and score everything; return per-item records."""
+        conds = conditions(
+            resolve_methods(self.config.methods), self.config.rates, self.config.baselines
+        )
+        (self.out / "config.json").write_text(
+            json.dumps(
+                {
+                    **asdict(self.config),
+                    "conditions": [c.label for c in conds],
+                    "reader_config": self.reader.config(),
+                    "tokenizer": self.tok.name,
+                    "n_items": len(self.items),
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+        todo_c = sum(
+            1
+            for c in conds
+            if c.rate is not None
+            for it in self.items
+            if self._ckey(c, it) not in self.compressions
+        )
+        bar = tqdm(total=todo_c, desc="compress", unit="ctx", disable=not self.progress)
+        for cond in conds:
+            if cond.rate is not None:
+                self._compress(cond, bar)
+        bar.close()
+        prompts = self._prompts(conds)
+        self._read(prompts)
+        return self._records(conds)
+
+    def _compress(self, cond: Condition, bar: Any) -> None:
+        todo = [it for it in self.items if self._ckey(cond, it) not in self.compressions]
+        if not todo or cond.method in self.errors:
+            return
+        try:
+            comp = _make_compressor(
+                cond.method,
+                self.reader.tokenizer,
+                self.config.method_options.get(cond.method, {}),
+                self.config.seed,
+            )
+        except Exception as exc:
+            self._fail(cond.method, exc)
+            bar.update(len(todo))
+            return
+        assert cond.rate is not None
+        budget = Budget(rate=cond.rate)
+        step = max(1, self.config.compress_batch)
+        for start in range(0, len(todo), step):
+            chunk = todo[start : start + step]
+            requests = [CompressionRequest.of(it.contexts, it.question, budget) for it in chunk]
+            try:
+                results = comp.compress_batch(requests)
+            except Exception as exc:
+                self._fail(cond.method, exc)
+                bar.update(len(todo) - start)
+                return
+            for it, res in zip(chunk, results, strict=True):
+                if not all(isinstance(t, str) for t in res.texts):
+                    self._fail(cond.method, TypeError("the method does not return text"))
+                    bar.update(len(todo) - start)
+                    return
+                self.compressions.put(
+                    self._ckey(cond, it),
+                    {
+                        "texts": res.texts,
+                        "tokens_in": res.tokens_in,
+                        "tokens_out": res.tokens_out,
+                        "requested_rate": res.requested_rate,
+                        "seconds": res.seconds,
+                        "reason": res.reason,
+                    },
+                )
+            bar.update(len(chunk))
+
+    def _fail(self, method: str, exc: Exception) -> None:
+        self.errors[method] = f"{type(exc).__name__}: {exc}"
+        self.log(f"method {method!r} failed and is left out: {self.errors[method]}")
+
+    def _context(self, cond: Condition, item: QAItem) -> str | None:
+        if cond.method == NO_CONTEXT:
+            return ""
+        if cond.method == FULL:
+            return _joined(item.contexts)
+        cached = self.compressions.get(self._ckey(cond, item))
+        return None if cached is None else _joined(cached["texts"])
+
+    def _prompts(self, conds: Sequence[Condition]) -> dict[str, tuple[str, str]]:
+        prompts: dict[str, tuple[str, str]] = {}
+        for cond in conds:
+            for it in self.items:
+                ctx = self._context(cond, it)
+                if ctx is not None:
+                    prompts[self._akey(it.question, ctx)] = (it.question, ctx)
+        return prompts
+
+    def _read(self, prompts: dict[str, tuple[str, str]]) -> None:
+        todo = [(k, q, c) for k, (q, c) in prompts.items() if k not in self.answers]
+        # similar lengths together, so batches pad little
+        todo.sort(key=lambda t: len(t[2]))
+        bar = tqdm(total=len(todo), desc="read", unit="q", disable=not self.progress)
+        _seed_everything(self.config.seed)
+        step = max(1, self.config.read_chunk)
+        for start in range(0, len(todo), step):
+            chunk = todo[start : start + step]
+            answers = self.reader.answer([q for _, q, _ in chunk], [c for _, _, c in chunk])
+            for (key, _, _), ans in zip(chunk, answers, strict=True):
+                self.answers.put(key, asdict(ans))
+            bar.update(len(chunk))
+        bar.close()
+
+    def _records(self, conds: Sequence[Condition]) -> list[dict[str, Any]]:
+        records = []
+        count = self.tok.count
+        for it in self.items:
+            full = _joined(it.contexts)
+            tokens_full = sum(count(c) for c in it.contexts if c)
+            bucket = metrics.length_bucket(tokens_full, self.config.buckets)
+            for cond in conds:
+                ctx = self._context(cond, it)
+                if ctx is None:
+                    continue
+                answer = self.answers.get(self._akey(it.question, ctx))
+                if answer is None:
+                    continue
+                cached = self.compressions.get(self._ckey(cond, it)) if cond.rate else None
+                if cached is not None:
+                    tokens_in, tokens_out = cached["tokens_in"], cached["tokens_out"]
+                    requested, seconds = cached["requested_rate"], cached["seconds"]
+                elif cond.method == FULL:
+                    tokens_in = tokens_out = tokens_full
+                    requested, seconds = 1.0, 0.0
+                else:
+                    tokens_in, tokens_out, requested, seconds = tokens_full, 0, 0.0, 0.0
+                pred = answer["text"]
+                records.append(
+                    {
+                        "id": it.id,
+                        "method": cond.method,
+                        "rate": cond.rate,
+                        "question": it.question,
+                        "answers": it.answers,
+                        "prediction": pred,
+                        "em": metrics.exact_match(pred, it.answers),
+                        "f1": metrics.f1_score(pred, it.answers),
+                        "acc": metrics.accuracy(pred, it.answers),
+                        "retained": metrics.answer_retained(ctx, it.answers),
+                        "full_retained": metrics.answer_retained(full, it.answers),
+                        "tokens_in": tokens_in,
+                        "tokens_out": tokens_out,
+                        "tokenizer": self.tok.name,
+                        "requested_rate": requested,
+                        "achieved_rate": tokens_out / tokens_in if tokens_in else 1.0,
+                        "compress_seconds": seconds,
+                        "reader_seconds": answer["seconds"],
+                        "prompt_tokens": answer["prompt_tokens"],
+                        "answer_tokens": answer["answer_tokens"],
+                        "bucket": bucket,
+                    }
+                )
+        return records
+
+    def close(self) -> None:
+        self.compressions.close()
+        self.answers.close()
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        pass
+
+
+def run_sweep(
+    config: SweepConfig,
+    items: list[QAItem],
+    reader: Reader,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> tuple[list[dict[str, Any]], dict[str, str], float]:
+    """Records, failed methods (name -> error) and wall seconds of one sweep."""
+    t0 = time.perf_counter()
+    sweep = Sweep(config, items, reader, progress=progress, log=log)
+    try:
+        records = sweep.run()
+    finally:
+        sweep.close()
+    return records, sweep.errors, time.perf_counter() - t0
