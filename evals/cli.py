@@ -149,6 +149,8 @@ def _settings(ctx: click.Context, kw: dict[str, Any]) -> dict[str, Any]:
         settings.update(
             dataset="pyref", methods="all", limit=DEMO_LIMIT, rates=",".join(map(str, DEMO_RATES))
         )
+        if settings["out"] is None:
+            settings["out"] = "runs/demo"
     if kw["config_file"]:
         for key, value in _load_config(kw["config_file"]).items():
             key = key.replace("-", "_")

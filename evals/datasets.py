@@ -138,15 +138,18 @@ def _read_records(path: Path) -> Iterator[dict[str, Any]]:
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
     stripped = text.lstrip()
-    if stripped.startswith("[") or (stripped.startswith("{") and '"data"' in stripped[:200]):
+    if stripped.startswith(("[", "{")):
         try:
             data = json.loads(text)  # HotpotQA / TriviaQA ship one JSON document
         except json.JSONDecodeError as exc:
-            raise InputError(f"{path}: malformed JSON ({exc})") from None
-        if isinstance(data, dict):
-            data = data.get("data", data.get("Data", []))
-        yield from data
-        return
+            if stripped.startswith("["):
+                raise InputError(f"{path}: malformed JSON ({exc})") from None
+            data = None  # JSON Lines
+        if isinstance(data, dict) and ("data" in data or "Data" in data):
+            data = data.get("data") or data.get("Data") or []
+        if isinstance(data, list):
+            yield from data
+            return
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
