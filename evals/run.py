@@ -10,7 +10,7 @@ from typing import Any
 from ctxzip.evals import datasets, report
 from ctxzip.evals.plot import plot_sweep
 from ctxzip.evals.readers import make_reader
-from ctxzip.evals.sweep import SweepConfig, run_sweep
+from ctxzip.evals.sweep import SweepConfig, resolve_methods, run_sweep
 
 from ctxzip.errors import InputError
 
@@ -36,6 +36,7 @@ def run_eval(
     """Load data and reader, sweep, write items/summary/table/plot; return paths and rows."""
     t0 = time.perf_counter()
     seed = int(settings.get("seed", 0))
+    resolve_methods(settings["methods"])  # unknown names fail before any loading
     items = datasets.load_dataset(settings["dataset"], seed=seed)
     if settings.get("corpus"):
         datasets.attach_retrieved(

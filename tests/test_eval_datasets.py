@@ -34,8 +34,12 @@ def test_flashrag_and_our_format(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
     rows = [
         {"id": "a", "question": "Q1?", "golden_answers": ["x"], "contexts": ["x is here"]},
-        {"id": "b", "question": "Q2?", "answers": ["y"],
-         "contexts": [{"title": "T", "text": "y too"}]},
+        {
+            "id": "b",
+            "question": "Q2?",
+            "answers": ["y"],
+            "contexts": [{"title": "T", "text": "y too"}],
+        },
     ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     items = datasets.load_file(path)
@@ -51,19 +55,41 @@ def test_nq_open_triviaqa_hotpotqa_shapes(tmp_path: Path) -> None:
     assert item.answers == ["Shakespeare"] and item.contexts == []
 
     tqa = tmp_path / "tqa.json"
-    tqa.write_text(json.dumps({"Version": 1.0, "Data": [{
-        "QuestionId": "tc_1", "Question": "Which planet is red?",
-        "Answer": {"Value": "Mars", "Aliases": ["Mars", "The Red Planet"]},
-    }]}))
+    tqa.write_text(
+        json.dumps(
+            {
+                "Version": 1.0,
+                "Data": [
+                    {
+                        "QuestionId": "tc_1",
+                        "Question": "Which planet is red?",
+                        "Answer": {"Value": "Mars", "Aliases": ["Mars", "The Red Planet"]},
+                    }
+                ],
+            }
+        )
+    )
     [item] = datasets.load_file(tqa)
     assert item.id == "tc_1" and item.answers == ["Mars", "The Red Planet"]
 
     hp = tmp_path / "hotpot.json"
-    hp.write_text(json.dumps([{
-        "_id": "5a8b", "question": "Which city?", "answer": "Paris", "type": "bridge",
-        "context": [["France", ["Paris is the capital. ", "It is big."]], ["Spain", ["Madrid."]]],
-        "supporting_facts": [["France", 0]],
-    }]))
+    hp.write_text(
+        json.dumps(
+            [
+                {
+                    "_id": "5a8b",
+                    "question": "Which city?",
+                    "answer": "Paris",
+                    "type": "bridge",
+                    "context": [
+                        ["France", ["Paris is the capital. ", "It is big."]],
+                        ["Spain", ["Madrid."]],
+                    ],
+                    "supporting_facts": [["France", 0]],
+                }
+            ]
+        )
+    )
     [item] = datasets.load_file(hp)
     assert item.contexts[0] == "France\nParis is the capital. It is big."
     assert item.metadata["supporting_facts"] == [["France", 0]]
@@ -86,9 +112,11 @@ def test_bad_files_fail_clearly(tmp_path: Path) -> None:
 
 def test_corpus_retrieval(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus.jsonl"
-    docs = [{"id": "d1", "contents": "The Eiffel Tower is in Paris."},
-            {"id": "d2", "contents": "Bananas are yellow fruit."},
-            {"id": "d3", "contents": "Mount Fuji is in Japan."}]
+    docs = [
+        {"id": "d1", "contents": "The Eiffel Tower is in Paris."},
+        {"id": "d2", "contents": "Bananas are yellow fruit."},
+        {"id": "d3", "contents": "Mount Fuji is in Japan."},
+    ]
     corpus.write_text("\n".join(json.dumps(d) for d in docs))
     item = datasets.QAItem("q", "Where is the Eiffel Tower?", ["Paris"], gold_doc_ids=["d1"])
     datasets.attach_retrieved([item], datasets.load_corpus(corpus), top_k=2)
@@ -108,12 +136,16 @@ def test_generator_is_seeded_and_places_the_fact() -> None:
     ends = generate(n_items=5, n_docs=4, position="end", seed=1)
     assert all(it.gold_index == 3 for it in ends)
     longer = generate(n_items=5, doc_sentences=10, seed=1)
-    assert sum(map(len, longer[0].contexts)) > sum(map(len, generate(n_items=5, seed=1)[0].contexts))
+    assert sum(map(len, longer[0].contexts)) > sum(
+        map(len, generate(n_items=5, seed=1)[0].contexts)
+    )
 
 
 def test_generator_spec() -> None:
     assert parse_generator_spec("synthetic:n_items=3,position=middle") == {
-        "n_items": 3, "position": "middle"}
+        "n_items": 3,
+        "position": "middle",
+    }
     items = datasets.load_dataset("synthetic:n_items=3,n_docs=2")
     assert len(items) == 3 and all(len(it.contexts) == 2 for it in items)
     with pytest.raises(InputError, match="unknown generator options"):

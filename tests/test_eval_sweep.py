@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from ctxzip.evals import datasets, report
@@ -82,8 +82,9 @@ class _Interrupting:
 
 @pytest.mark.slow
 def test_resume_after_interruption(tmp_path: Path, reader: LocalReader, items: Any) -> None:
-    config = SweepConfig(methods=["truncate"], rates=[0.5, 0.2], out=str(tmp_path),
-                         baselines=False, read_chunk=2)
+    config = SweepConfig(
+        methods=["truncate"], rates=[0.5, 0.2], out=str(tmp_path), baselines=False, read_chunk=2
+    )
     first = _Interrupting(reader, allow=2)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(config, items, first, progress=False, log=_quiet)
@@ -102,8 +103,8 @@ def test_resume_after_interruption(tmp_path: Path, reader: LocalReader, items: A
 class _OracleUpstream(BaseHTTPRequestHandler):
     """An OpenAI-protocol server on loopback that answers when the context holds the gold."""
 
-    golds: dict[str, list[str]] = {}
-    seen_auth: list[str] = []
+    golds: ClassVar[dict[str, list[str]]] = {}
+    seen_auth: ClassVar[list[str]] = []
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
@@ -111,10 +112,13 @@ class _OracleUpstream(BaseHTTPRequestHandler):
         user = body["messages"][-1]["content"]
         question = user.rsplit("Question: ", 1)[1].split("\nAnswer:")[0]
         context = user.rsplit("Question: ", 1)[0]
-        answer = next((g for g in self.golds[question] if answer_retained(context, [g])),
-                      "unknown")
-        out = json.dumps({"choices": [{"message": {"role": "assistant", "content": answer}}],
-                          "usage": {"prompt_tokens": len(user) // 4, "completion_tokens": 3}})
+        answer = next((g for g in self.golds[question] if answer_retained(context, [g])), "unknown")
+        out = json.dumps(
+            {
+                "choices": [{"message": {"role": "assistant", "content": answer}}],
+                "usage": {"prompt_tokens": len(user) // 4, "completion_tokens": 3},
+            }
+        )
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.end_headers()
@@ -133,25 +137,48 @@ def upstream() -> Iterator[str]:
     server.shutdown()
 
 
-def test_cli_with_openai_compatible_reader(tmp_path: Path, upstream: str,
-                                           monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_with_openai_compatible_reader(
+    tmp_path: Path,
+    upstream: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     all_items = datasets.load_dataset("pyref")
     _OracleUpstream.golds = {it.question: it.answers for it in all_items}
     monkeypatch.setenv("EVAL_TEST_KEY", "sk-test-secret")
     config = tmp_path / "eval.yaml"
     config.write_text("rates: [0.5, 0.2]\nlimit: 12\nseed: 7\n")
     out = tmp_path / "run"
-    code = main(["eval", "--dataset", "pyref", "--methods", "truncate", "--reader",
-                 "openai:gpt-4o-mini", "--reader-url", upstream, "--reader-key-env",
-                 "EVAL_TEST_KEY", "--config", str(config), "--limit", "10", "--out", str(out),
-                 "--no-progress"])
+    code = main(
+        [
+            "eval",
+            "--dataset",
+            "pyref",
+            "--methods",
+            "truncate",
+            "--reader",
+            "openai:gpt-4o-mini",
+            "--reader-url",
+            upstream,
+            "--reader-key-env",
+            "EVAL_TEST_KEY",
+            "--config",
+            str(config),
+            "--limit",
+            "10",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0
     assert f"table: {out / 'table.md'}" in printed and f"plot:  {out / 'plot.png'}" in printed
     assert _OracleUpstream.seen_auth[-1] == "Bearer sk-test-secret"
     assert "sk-test-secret" not in "".join(p.read_text() for p in out.rglob("*.json*"))
-    rows = {(r["method"], r["rate"]): r for r in json.loads((out / "summary.json").read_text())["rows"]}
+    rows = {
+        (r["method"], r["rate"]): r for r in json.loads((out / "summary.json").read_text())["rows"]
+    }
     assert rows[("full", None)]["n"] == 10  # the flag beats the config file's limit
     assert rows[("full", None)]["em"] == 1.0 and rows[("no-context", None)]["em"] == 0.0
     for r in rows.values():  # an oracle reader answers exactly when the answer survived
@@ -163,11 +190,26 @@ def test_cli_with_openai_compatible_reader(tmp_path: Path, upstream: str,
     assert header.startswith("method,rate,n,em,em_lo,em_hi,f1")
 
 
-def test_cli_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", "--rates", "0.5,abc", "--reader", "openai:x"]) == 2
-    assert main(["eval", "--methods", "no-such-method", "--reader", "openai:x",
-                 "--reader-url", "http://127.0.0.1:9/v1", "--out", "/tmp/x-never"]) == 1
+    assert (
+        main(
+            [
+                "eval",
+                "--methods",
+                "no-such-method",
+                "--reader",
+                "openai:x",
+                "--reader-url",
+                "http://127.0.0.1:9/v1",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # fails before loading anything
     assert "--rates" in err and "unknown method 'no-such-method'" in err
 
 
