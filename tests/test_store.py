@@ -6,8 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
-from ctxzip.errors import InputError
 from ctxzip.retrievers import (
     Document,
     FaissStore,
@@ -19,15 +17,41 @@ from ctxzip.retrievers import (
 )
 from ctxzip.retrievers.qdrant_backend import QdrantStore
 
+from ctxzip.errors import InputError
+
 DOCS = {
-    "cats": ("Cats are small domesticated felines that purr and chase mice.", {"topic": "animals", "year": 2019}),
-    "dogs": ("Dogs are loyal canines, often kept as pets and trained to herd sheep.", {"topic": "animals", "year": 2021}),
-    "paris": ("Paris is the capital of France, famous for the Eiffel Tower.", {"topic": "geo", "year": 2020}),
-    "tokyo": ("Tokyo is the capital of Japan and its largest city.", {"topic": "geo", "year": 2022}),
-    "faiss": ("FAISS is a library for efficient similarity search of dense vectors.", {"topic": "tech", "year": 2017}),
-    "sqlite": ("SQLite is an embedded SQL database engine stored in a single file.", {"topic": "tech", "year": 2000}),
-    "kitten": ("A kitten is a young cat; kittens sleep a lot and play with yarn.", {"topic": "animals", "year": 2023}),
-    "zx81": ("The ZX81 home computer shipped with 1 KB of RAM in 1981.", {"topic": "tech", "year": 1981, "tags": {"era": "retro"}}),
+    "cats": (
+        "Cats are small domesticated felines that purr and chase mice.",
+        {"topic": "animals", "year": 2019},
+    ),
+    "dogs": (
+        "Dogs are loyal canines, often kept as pets and trained to herd sheep.",
+        {"topic": "animals", "year": 2021},
+    ),
+    "paris": (
+        "Paris is the capital of France, famous for the Eiffel Tower.",
+        {"topic": "geo", "year": 2020},
+    ),
+    "tokyo": (
+        "Tokyo is the capital of Japan and its largest city.",
+        {"topic": "geo", "year": 2022},
+    ),
+    "faiss": (
+        "FAISS is a library for efficient similarity search of dense vectors.",
+        {"topic": "tech", "year": 2017},
+    ),
+    "sqlite": (
+        "SQLite is an embedded SQL database engine stored in a single file.",
+        {"topic": "tech", "year": 2000},
+    ),
+    "kitten": (
+        "A kitten is a young cat; kittens sleep a lot and play with yarn.",
+        {"topic": "animals", "year": 2023},
+    ),
+    "zx81": (
+        "The ZX81 home computer shipped with 1 KB of RAM in 1981.",
+        {"topic": "tech", "year": 1981, "tags": {"era": "retro"}},
+    ),
 }
 
 
@@ -73,8 +97,13 @@ def test_filters_thresholds_and_operators(store):
     assert {h.id for h in hits} == {"paris", "tokyo"}
     hits = store.search("computer", k=8, filter={"year": {"$gte": 2017, "$lt": 2021}})
     assert {h.id for h in hits} == {"faiss", "cats", "paris"}
-    assert {h.id for h in store.search("x", k=8, filter={"topic": ["geo", "tech"], "year": {"$ne": 2000}})} == {"paris", "tokyo", "faiss", "zx81"}
-    assert [h.id for h in store.search("old computer", k=8, filter={"tags.era": "retro"})] == ["zx81"]
+    assert {
+        h.id
+        for h in store.search("x", k=8, filter={"topic": ["geo", "tech"], "year": {"$ne": 2000}})
+    } == {"paris", "tokyo", "faiss", "zx81"}
+    assert [h.id for h in store.search("old computer", k=8, filter={"tags.era": "retro"})] == [
+        "zx81"
+    ]
     assert store.search("anything", k=8, filter={"missing": {"$ne": 1}}) == []
     top = store.search("capital of France", k=8)
     cut = top[0].score - 1e-6
@@ -91,7 +120,9 @@ def test_add_upsert_delete_get(store, embedder):
         store.add_texts(["Cats again."], ids=["cats"])
     store.upsert_texts(["Berlin is the capital of Germany."], [{"topic": "geo"}], ids=["paris"])
     assert len(store) == len(DOCS)
-    assert store.get(["paris"])[0] == Document("paris", "Berlin is the capital of Germany.", {"topic": "geo"})
+    assert store.get(["paris"])[0] == Document(
+        "paris", "Berlin is the capital of Germany.", {"topic": "geo"}
+    )
     assert store.search("capital of Germany", k=1)[0].id == "paris"
     assert store.delete(["dogs", "nope"]) == 1
     assert store.get(["dogs", "cats"])[0] is None
