@@ -13,6 +13,7 @@ FAILURE_KINDS = (
     "compression_timeout",
     "upstream_connect",
     "upstream_timeout",
+    "upstream_error",
     "upstream_stream",
     "client_disconnect",
     "local_model",

@@ -48,6 +48,7 @@ class Relay:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         outcome = "ok"
         disconnected = False
+        self._finished = False
         try:
             async with anyio.create_task_group() as tg:
 
@@ -56,7 +57,8 @@ class Relay:
                     while True:
                         message = await receive()
                         if message["type"] == "http.disconnect":
-                            disconnected = True
+                            # after the last byte went out, a disconnect is the normal end
+                            disconnected = not self._finished
                             tg.cancel_scope.cancel()
                             return
 
@@ -99,5 +101,6 @@ class Relay:
                     "body": end + sse_error(self.protocol, message, "upstream_stream"),
                     "more_body": True,
                 })  # fmt: skip
+        self._finished = True
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return outcome
