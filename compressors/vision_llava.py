@@ -115,12 +115,14 @@ class LlavaVisionCompression:
                 guide = self.projector(features)
             finally:
                 self._inside = False
+        # unprepared inputs still get the budget (and LLaVA's own count check then fails loudly)
+        n_keep = self._n_keep or max(1, self.budget.tokens_for(features.shape[1]))
         state = select_tokens(
             features,
             q,
             k,
             self._capture.n_heads,
-            self._n_keep,
+            n_keep,
             has_cls=self.strategy != "default",
             dominant_share=self.dominant_share,
             query_vec=self._query_vec,
