@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+from pathlib import Path
 
 import pytest
 from ctxzip.retrievers import FaissStore
@@ -30,7 +32,7 @@ def test_chunks_respect_the_token_limit_overlap_and_offsets():
         assert ARTICLE[c.start : c.end] == c.text
         assert tok.count(c.text) <= 60 + 2  # counts of joined pieces may differ by a token
     assert chunks[0].start == 0 and chunks[-1].end == len(ARTICLE.rstrip())
-    overlaps = [b.start < a.end for a, b in zip(chunks, chunks[1:])]
+    overlaps = [b.start < a.end for a, b in itertools.pairwise(chunks)]
     assert all(overlaps)  # sentences here are short enough to overlap every time
     covered = set()
     for c in chunks:
@@ -85,7 +87,7 @@ def test_ingest_records_source_offsets_and_skips_bad_files(corpus):
         source = d.metadata["source"]
         if source.endswith(".jsonl"):
             continue
-        original = open(source, encoding="utf-8").read()
+        original = Path(source).read_text(encoding="utf-8")
         assert original[d.metadata["start"] : d.metadata["end"]] == d.text
     everest = store.get(["r1#0"])[0]
     assert everest.metadata["lang"] == "en" and everest.metadata["year"] == 2020
