@@ -173,7 +173,9 @@ async def one_stream(client: httpx.AsyncClient, url: str, body: dict, headers: d
     return time.perf_counter() - start
 
 
-async def latencies(base: str, n: int, concurrency: int, headers: dict) -> tuple[list[float], float]:
+async def latencies(
+    base: str, n: int, concurrency: int, headers: dict
+) -> tuple[list[float], float]:
     body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hello"}]}
     url = base + "/v1/chat/completions"
     sem = asyncio.Semaphore(concurrency)
@@ -194,7 +196,12 @@ async def latencies(base: str, n: int, concurrency: int, headers: dict) -> tuple
 # ---- the three parts -------------------------------------------------------------------
 
 
-def overhead(upstream: str, proxy: str, n: int) -> None:
+def cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def overhead(upstream: str, proxy: str, n: int, proxy_pid: int) -> None:
     print("\n## 1. Overhead, compression disabled (X-Ctxzip-Disable), streaming, "
           f"{CHUNKS} SSE chunks per reply")  # fmt: skip
     print("| concurrency | path | p50 ms | p99 ms | req/s |")
@@ -204,13 +211,17 @@ def overhead(upstream: str, proxy: str, n: int) -> None:
         rows = {}
         for name, base, headers in (("direct", upstream, {}),
                                     ("proxy", proxy, {"x-ctxzip-disable": "1"})):  # fmt: skip
+            cpu = cpu_seconds(proxy_pid)
             times, rps = asyncio.run(latencies(base, count, concurrency, headers))
+            if name == "proxy":
+                proxy_cpu = (cpu_seconds(proxy_pid) - cpu) / (count + 20) * 1000
             rows[name] = (pct(times, 0.5) * 1000, pct(times, 0.99) * 1000, rps)
             print(f"| {concurrency} | {name} | {rows[name][0]:.2f} | {rows[name][1]:.2f} | "
                   f"{rps:.0f} |")  # fmt: skip
         d, p = rows["direct"], rows["proxy"]
         print(f"| {concurrency} | **added** | **{p[0] - d[0]:+.2f}** | **{p[1] - d[1]:+.2f}** | "
               f"{p[2] / d[2]:.2f}x |")  # fmt: skip
+        print(f"| {concurrency} | proxy CPU per request | {proxy_cpu:.2f} ms | | |")
 
 
 def rag_request(tokens: int = 4000) -> tuple[dict, int]:
@@ -345,7 +356,7 @@ def main() -> None:
             proc, proxy = start_proxy(upstream, "truncate")
             try:
                 if "1" not in skip:
-                    overhead(upstream, proxy, args.requests)
+                    overhead(upstream, proxy, args.requests, proc.pid)
                 if "3" not in skip:
                     asyncio.run(load_and_faults(proxy, proc.pid, args.requests, args.concurrency))
             finally:

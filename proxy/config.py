@@ -17,10 +17,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import tomllib
 from ctxzip.middleware.messages import MessagePolicy, RateRange
 
 from ctxzip.errors import CtxzipError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
 
 ENV_PREFIX = "CTXZIP_PROXY__"
 SECRET = "***"

@@ -6,14 +6,15 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import ClassVar
 
 import httpx
 import openai
 import pytest
+from ctxzip.compressors.truncate import TruncateCompressor
 from test_proxy_fakes import LONG_CONTEXT, FakeUpstream, free_port, make_config, run_proxy, serve
 
 from ctxzip.compressor import BaseCompressor, Compressed
-from ctxzip.compressors.truncate import TruncateCompressor
 
 
 class ExplodingCompressor(BaseCompressor):
@@ -35,7 +36,7 @@ class CountingCompressor(TruncateCompressor):
     """truncate, recording the size of every batch it is handed."""
 
     name = "counting"
-    batches: list[int] = []
+    batches: ClassVar[list[int]] = []
     lock = threading.Lock()
 
     def _compress_requests(self, requests):
@@ -70,7 +71,7 @@ def chat(url: str, content: str = LONG_CONTEXT, headers: dict | None = None, **e
 
 def metric(url: str, name: str) -> float:
     for line in httpx.get(url + "/metrics").text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{") and line.split()[0] == name:
+        if line.startswith(name + " ") or (line.startswith(name + "{") and line.split()[0] == name):
             return float(line.split()[-1])
     return 0.0
 
@@ -90,8 +91,14 @@ def test_compressor_error_fail_closed_answers_in_protocol(upstream):
     with run_proxy(config) as (url, _):
         r = chat(url)
         assert r.status_code == 500 and r.json()["error"]["code"] == "compression_error"
-        r = httpx.post(url + "/v1/messages", json={
-            "model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": LONG_CONTEXT}]})
+        r = httpx.post(
+            url + "/v1/messages",
+            json={
+                "model": "m",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": LONG_CONTEXT}],
+            },
+        )
         assert r.status_code == 500 and r.json()["type"] == "error"
     assert upstream.requests == []
 
@@ -117,8 +124,10 @@ def test_connect_errors_retried_then_502_in_protocol():
         assert time.perf_counter() - start >= 0.05 + 0.1  # two backoffs
         assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_connect"
         assert "3 attempts" in r.json()["error"]["message"]
-        r = httpx.post(url + "/v1/messages", json={
-            "model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})
+        r = httpx.post(
+            url + "/v1/messages",
+            json={"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+        )
         assert r.status_code == 502 and r.json()["type"] == "error"
         assert metric(url, 'ctxzip_proxy_failures_total{kind="upstream_connect"}') == 2
 
@@ -227,8 +236,9 @@ def test_server_side_key_replaces_client_key_and_no_secret_is_logged(upstream, c
     with run_proxy(config) as (url, state):
         client = openai.OpenAI(base_url=url + "/v1", api_key=canary_client, max_retries=0)
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
-        client.chat.completions.create(model="m", messages=[
-            {"role": "user", "content": LONG_CONTEXT}])  # compressor fails: a warning is logged
+        client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": LONG_CONTEXT}]
+        )  # compressor fails: a warning is logged
         assert upstream.last["headers"]["authorization"] == f"Bearer {canary_server}"
         # log lines that try hard to leak: messages, args, exceptions, extras
         log = logging.getLogger("ctxzip.proxy.test")

@@ -18,13 +18,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
+from ctxzip.proxy.app import build_app
+from ctxzip.proxy.config import load_config
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-
-from ctxzip.proxy.app import build_app
-from ctxzip.proxy.config import load_config
 
 
 def free_port() -> int:
@@ -147,17 +146,17 @@ class FakeUpstream:
         pieces = [f"w{i} " for i in range(n)]
         base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": model}
         events = [
-            f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': {'role': 'assistant', 'content': p}, 'finish_reason': None}]})}\n\n".encode()  # noqa: E501
+            f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': {'role': 'assistant', 'content': p}, 'finish_reason': None}]})}\n\n".encode()
             for p in pieces
         ]
         events.append(
             f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': {}, 'finish_reason': 'stop'}]})}\n\n".encode()
-        )  # noqa: E501
+        )
         options = body.get("stream_options") or {}
         if options.get("include_usage"):
             events.append(
                 f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode()
-            )  # noqa: E501
+            )
         events.append(b"data: [DONE]\n\n")
         return StreamingResponse(self._events(model, events), media_type="text/event-stream")
 

@@ -1,0 +1,65 @@
+"""With no upstream configured, the embedded SmolLM2 model answers (real model, offline)."""
+
+from __future__ import annotations
+
+import anthropic
+import httpx
+import openai
+import pytest
+from test_proxy_fakes import LONG_CONTEXT, make_config, run_proxy
+
+pytestmark = pytest.mark.slow
+CONTEXT = LONG_CONTEXT[:600]  # about 130 tokens: compressed, yet quick to read
+
+
+@pytest.fixture(scope="module")
+def local_proxy():
+    config = make_config(None, local={"max_tokens": 12})
+    with run_proxy(config) as (url, state):
+        assert state.local.loaded  # readiness waited for the model
+        yield url
+
+
+def test_openai_sdk_against_local_model(local_proxy):
+    client = openai.OpenAI(base_url=local_proxy + "/v1", api_key="unused", max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="local", max_tokens=5, temperature=0,
+        messages=[{"role": "system", "content": "Answer in one word."},
+                  {"role": "user", "content": CONTEXT + "\nWhat is in the rooms?"}],
+    )  # fmt: skip
+    completion = raw.parse()
+    assert completion.choices[0].message.content.strip()
+    assert 0 < completion.usage.completion_tokens <= 5
+    assert int(raw.headers["x-ctxzip-tokens-out"]) < int(raw.headers["x-ctxzip-tokens-in"])
+    # deterministic at temperature 0
+    again = client.chat.completions.create(
+        model="local", max_tokens=5, temperature=0,
+        messages=[{"role": "system", "content": "Answer in one word."},
+                  {"role": "user", "content": CONTEXT + "\nWhat is in the rooms?"}],
+    )  # fmt: skip
+    assert again.choices[0].message.content == completion.choices[0].message.content
+
+
+def test_openai_streaming_against_local_model(local_proxy):
+    client = openai.OpenAI(base_url=local_proxy + "/v1", api_key="unused", max_retries=0)
+    chunks = list(client.chat.completions.create(
+        model="local", max_tokens=6, stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "Say hello."}],
+    ))  # fmt: skip
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip()
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens <= 6
+    assert chunks[-2].choices[0].finish_reason in ("stop", "length")
+
+
+def test_anthropic_sdk_and_models_against_local_model(local_proxy):
+    client = anthropic.Anthropic(base_url=local_proxy, api_key="unused", max_retries=0)
+    message = client.messages.create(model="local", max_tokens=4, system="Be brief.",
+                                     messages=[{"role": "user", "content": "Hi!"}])  # fmt: skip
+    assert message.content[0].text.strip() and message.usage.output_tokens <= 4
+    with client.messages.stream(model="local", max_tokens=4,
+                                messages=[{"role": "user", "content": "Hi!"}]) as stream:  # fmt: skip
+        final = stream.get_final_message()
+    assert final.content[0].text.strip()
+    models = httpx.get(local_proxy + "/v1/models").json()
+    assert models["data"][0]["owned_by"] == "ctxzip-local"
