@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-DEMO_LIMIT = 40
+DEMO_LIMIT = 30
 DEMO_RATES = (0.5, 0.25)
 
 
@@ -101,6 +101,13 @@ def _method_options(pairs: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     "--corpus",
     type=click.Path(exists=True, dir_okay=False),
     help="Corpus JSONL to retrieve top-k passages from (for items without contexts).",
+)
+@click.option(
+    "--retriever",
+    type=click.Choice(["store", "bm25"]),
+    default="store",
+    show_default=True,
+    help="How --corpus is searched: the ctxzip store (hybrid) or BM25 alone.",
 )
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option(

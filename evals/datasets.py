@@ -223,26 +223,42 @@ def load_corpus(path: str | Path) -> dict[str, str]:
     return docs
 
 
-def attach_retrieved(items: Iterable[QAItem], corpus: dict[str, str], top_k: int = 5) -> None:
-    """Fill each item's contexts with the corpus's top-k BM25 documents for its question."""
-    import bm25s
+def attach_retrieved(
+    items: Iterable[QAItem], corpus: dict[str, str], top_k: int = 5, retriever: str = "store"
+) -> None:
+    """Fill each item's contexts with the corpus's top-k documents for its question.
 
-    ids = list(corpus)
-    retriever = bm25s.BM25()
-    retriever.index(
-        bm25s.tokenize([corpus[i] for i in ids], stopwords="en", show_progress=False),
-        show_progress=False,
-    )
+    `store` indexes the corpus in a ctxzip retrieval store (MiniLM vectors + BM25 fused by
+    reciprocal rank); `bm25` uses BM25 alone (no model). `gold_retrieved` records whether a
+    gold document made the top k.
+    """
     items = list(items)
+    ids = list(corpus)
     k = min(top_k, len(ids))
-    queries = bm25s.tokenize([it.question for it in items], stopwords="en", show_progress=False)
-    hits, _ = retriever.retrieve(queries, k=k, show_progress=False)
-    for item, row in zip(items, hits, strict=True):
-        item.contexts = [corpus[ids[int(j)]] for j in row]
-        gold = set(item.gold_doc_ids)
-        item.metadata["retrieved_ids"] = [ids[int(j)] for j in row]
-        if gold:
-            item.metadata["gold_retrieved"] = bool(gold & set(item.metadata["retrieved_ids"]))
+    if retriever == "store":
+        from ctxzip.retrievers import FaissStore
+
+        store = FaissStore()
+        store.add_texts([corpus[i] for i in ids], ids=ids, progress=False)
+        ranked = [[h.document.id for h in store.hybrid_search(it.question, k=k)] for it in items]
+    elif retriever == "bm25":
+        import bm25s
+
+        bm = bm25s.BM25()
+        bm.index(
+            bm25s.tokenize([corpus[i] for i in ids], stopwords="en", show_progress=False),
+            show_progress=False,
+        )
+        queries = bm25s.tokenize([it.question for it in items], stopwords="en", show_progress=False)
+        hits, _ = bm.retrieve(queries, k=k, show_progress=False)
+        ranked = [[ids[int(j)] for j in row] for row in hits]
+    else:
+        raise InputError(f"retriever must be store or bm25, not {retriever!r}")
+    for item, row in zip(items, ranked, strict=True):
+        item.contexts = [corpus[i] for i in row]
+        item.metadata["retrieved_ids"] = row
+        if item.gold_doc_ids:
+            item.metadata["gold_retrieved"] = bool(set(item.gold_doc_ids) & set(row))
 
 
 def sample(items: list[QAItem], limit: int | None, seed: int) -> list[QAItem]:

@@ -40,7 +40,10 @@ def run_eval(
     items = datasets.load_dataset(settings["dataset"], seed=seed)
     if settings.get("corpus"):
         datasets.attach_retrieved(
-            items, datasets.load_corpus(settings["corpus"]), int(settings.get("top_k", 5))
+            items,
+            datasets.load_corpus(settings["corpus"]),
+            int(settings.get("top_k", 5)),
+            settings.get("retriever", "store"),
         )
     items = datasets.sample(items, settings.get("limit"), seed)
     missing = [it.id for it in items if not any(c.strip() for c in it.contexts)]

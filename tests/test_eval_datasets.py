@@ -119,9 +119,11 @@ def test_corpus_retrieval(tmp_path: Path) -> None:
     ]
     corpus.write_text("\n".join(json.dumps(d) for d in docs))
     item = datasets.QAItem("q", "Where is the Eiffel Tower?", ["Paris"], gold_doc_ids=["d1"])
-    datasets.attach_retrieved([item], datasets.load_corpus(corpus), top_k=2)
-    assert item.contexts[0].startswith("The Eiffel Tower")
-    assert item.metadata["gold_retrieved"] is True
+    for retriever in ("store", "bm25"):
+        datasets.attach_retrieved([item], datasets.load_corpus(corpus), 2, retriever)
+        assert item.contexts[0].startswith("The Eiffel Tower"), retriever
+        assert len(item.contexts) == 2
+        assert item.metadata["gold_retrieved"] is True
 
 
 def test_generator_is_seeded_and_places_the_fact() -> None:
