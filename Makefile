@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile plugins/example/pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/ctxzip demo
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/ctxzip eval --demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
