@@ -262,9 +262,13 @@ def attach_retrieved(
 
 
 def sample(items: list[QAItem], limit: int | None, seed: int) -> list[QAItem]:
-    """The first `limit` items after a seeded shuffle (all, in file order, with no limit)."""
+    """The first `limit` items of a seeded shuffle (all, in file order, with no limit).
+
+    A smaller limit picks a prefix of a larger one's items, in the same order, so a sweep
+    interrupted after its first N questions is exactly the sweep with ``limit=N``.
+    """
     if limit is None or limit >= len(items):
         return items
     order = list(range(len(items)))
     random.Random(seed).shuffle(order)
-    return [items[i] for i in sorted(order[:limit])]
+    return [items[i] for i in order[:limit]]

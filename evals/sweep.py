@@ -51,6 +51,7 @@ class SweepConfig:
     corpus: str | None = None
     top_k: int = 5
     compress_batch: int = 8
+    block_size: int = 8
     read_chunk: int = 32
     buckets: list[int] = field(default_factory=lambda: list(metrics.DEFAULT_BUCKETS))
 
@@ -144,6 +145,7 @@ class Sweep:
         self.compressions = JsonlCache(self.out / "cache" / "compressions.jsonl")
         self.answers = JsonlCache(self.out / "cache" / "answers.jsonl")
         self.errors: dict[str, str] = {}
+        self._compressors: dict[str, Compressor] = {}
 
     def _ckey(self, cond: Condition, item: QAItem) -> str:
         options = self.config.method_options.get(cond.method, {})
@@ -179,36 +181,36 @@ class Sweep:
                 ensure_ascii=False,
             )
         )
-        todo_c = sum(
-            1
-            for c in conds
-            if c.rate is not None
-            for it in self.items
-            if self._ckey(c, it) not in self.compressions
-        )
-        bar = tqdm(total=todo_c, desc="compress", unit="ctx", disable=not self.progress)
-        for cond in conds:
-            if cond.rate is not None:
-                self._compress(cond, bar)
+        # Items go in blocks, every condition per block, so an interrupted run leaves
+        # complete results for its first items (the prefix a smaller --limit selects).
+        block = max(1, self.config.block_size)
+        bar = tqdm(total=len(self.items), desc="eval", unit="q", disable=not self.progress)
+        for start in range(0, len(self.items), block):
+            chunk = self.items[start : start + block]
+            for cond in conds:
+                if cond.rate is not None:
+                    self._compress(cond, chunk)
+            self._read(self._prompts(conds, chunk))
+            bar.update(len(chunk))
         bar.close()
-        prompts = self._prompts(conds)
-        self._read(prompts)
         return self._records(conds)
 
-    def _compress(self, cond: Condition, bar: Any) -> None:
-        todo = [it for it in self.items if self._ckey(cond, it) not in self.compressions]
+    def _compressor(self, method: str) -> Compressor:
+        if method not in self._compressors:
+            options = self.config.method_options.get(method, {})
+            self._compressors[method] = _make_compressor(
+                method, self.reader.tokenizer, options, self.config.seed
+            )
+        return self._compressors[method]
+
+    def _compress(self, cond: Condition, items: Sequence[QAItem]) -> None:
+        todo = [it for it in items if self._ckey(cond, it) not in self.compressions]
         if not todo or cond.method in self.errors:
             return
         try:
-            comp = _make_compressor(
-                cond.method,
-                self.reader.tokenizer,
-                self.config.method_options.get(cond.method, {}),
-                self.config.seed,
-            )
+            comp = self._compressor(cond.method)
         except Exception as exc:
             self._fail(cond.method, exc)
-            bar.update(len(todo))
             return
         assert cond.rate is not None
         budget = Budget(rate=cond.rate)
@@ -220,13 +222,11 @@ class Sweep:
                 results = comp.compress_batch(requests)
             except Exception as exc:
                 self._fail(cond.method, exc)
-                bar.update(len(todo) - start)
+                return
+            if not all(isinstance(t, str) for res in results for t in res.texts):
+                self._fail(cond.method, TypeError("the method does not return text"))
                 return
             for it, res in zip(chunk, results, strict=True):
-                if not all(isinstance(t, str) for t in res.texts):
-                    self._fail(cond.method, TypeError("the method does not return text"))
-                    bar.update(len(todo) - start)
-                    return
                 self.compressions.put(
                     self._ckey(cond, it),
                     {
@@ -238,7 +238,6 @@ class Sweep:
                         "reason": res.reason,
                     },
                 )
-            bar.update(len(chunk))
 
     def _fail(self, method: str, exc: Exception) -> None:
         self.errors[method] = f"{type(exc).__name__}: {exc}"
@@ -252,10 +251,12 @@ class Sweep:
         cached = self.compressions.get(self._ckey(cond, item))
         return None if cached is None else _joined(cached["texts"])
 
-    def _prompts(self, conds: Sequence[Condition]) -> dict[str, tuple[str, str]]:
+    def _prompts(
+        self, conds: Sequence[Condition], items: Sequence[QAItem]
+    ) -> dict[str, tuple[str, str]]:
         prompts: dict[str, tuple[str, str]] = {}
         for cond in conds:
-            for it in self.items:
+            for it in items:
                 ctx = self._context(cond, it)
                 if ctx is not None:
                     prompts[self._akey(it.question, ctx)] = (it.question, ctx)
@@ -265,7 +266,7 @@ class Sweep:
         todo = [(k, q, c) for k, (q, c) in prompts.items() if k not in self.answers]
         # similar lengths together, so batches pad little
         todo.sort(key=lambda t: len(t[2]))
-        bar = tqdm(total=len(todo), desc="read", unit="q", disable=not self.progress)
+        bar = tqdm(total=len(todo), desc="read", unit="q", leave=False, disable=not self.progress)
         _seed_everything(self.config.seed)
         step = max(1, self.config.read_chunk)
         for start in range(0, len(todo), step):
