@@ -153,11 +153,17 @@ def _settings(ctx: click.Context, kw: dict[str, Any]) -> dict[str, Any]:
     """Defaults < demo preset < --config file < flags given on the command line."""
     settings = dict(kw)
     if kw["demo"]:
-        settings.update(
-            dataset="pyref", methods="all", limit=DEMO_LIMIT, rates=",".join(map(str, DEMO_RATES))
-        )
-        if settings["out"] is None:
-            settings["out"] = "runs/demo"
+        preset = {
+            "dataset": "pyref",
+            "methods": "all",
+            "limit": DEMO_LIMIT,
+            "rates": ",".join(map(str, DEMO_RATES)),
+            "out": "runs/demo",
+        }
+        for key, value in preset.items():
+            source = ctx.get_parameter_source(key)
+            if source is None or source.name != "COMMANDLINE":
+                settings[key] = value
     if kw["config_file"]:
         for key, value in _load_config(kw["config_file"]).items():
             key = key.replace("-", "_")
