@@ -8,10 +8,9 @@ and the ratio baseline / ctxzip (above 1.0 means ctxzip is faster).
 
 from __future__ import annotations
 
+import pydoc_data.topics
 import statistics
 import time
-
-import pydoc_data.topics
 
 from ctxzip.tokens import get_tokenizer
 
@@ -33,8 +32,8 @@ def main() -> None:
         enc = tok._enc  # the tiktoken Encoding itself: the baseline
         n = tok.count(text)
         assert n == len(enc.encode(text, disallowed_special=()))
-        base = median_ms(lambda: enc.encode(text, disallowed_special=()))
-        ours = median_ms(lambda: tok.count(text))
+        base = median_ms(lambda enc=enc: enc.encode(text, disallowed_special=()))
+        ours = median_ms(lambda tok=tok: tok.count(text))
         print(f"{model:<16} {n:>8} {base:>12.1f} {ours:>10.1f} {base / ours:>6.2f}")
 
 
