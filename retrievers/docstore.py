@@ -1,7 +1,9 @@
 """The SQLite docstore: ids, texts, JSON metadata and the raw vectors, nothing pickled.
 
-The working copy lives in an in-memory SQLite database; `load` and `save_to` copy it
-page by page with SQLite's online backup API, so a saved file is always a complete,
+The working copy is a private temporary SQLite database (SQLite keeps up to
+`CACHE_MB` of it in memory and the rest in a temp file it deletes on close), so raw
+vectors and texts do not have to fit in RAM. `load` and `save_to` copy it page by
+page with SQLite's online backup API, so a saved file is always a complete,
 consistent database. Row ids (`rid`) are the int64 ids the vector index uses; they
 come from AUTOINCREMENT and are never reused, so a stale index entry can never point
 at a newer document.
@@ -30,6 +32,7 @@ CREATE TABLE IF NOT EXISTS docs (
 );
 """
 _CHUNK = 900  # stay under SQLite's bound-parameter limit
+CACHE_MB = 64
 
 
 @dataclass(frozen=True)
@@ -52,18 +55,26 @@ class DocStore:
         self._conn = conn
         self._lock = threading.Lock()
         self.dim = dim
+        # A scratch copy: durability comes from `save_to`, so skip the journal.
+        self._conn.execute(f"PRAGMA cache_size=-{CACHE_MB * 1024}")
+        self._conn.execute("PRAGMA journal_mode=MEMORY")
+        self._conn.execute("PRAGMA synchronous=OFF")
         self._conn.executescript(SCHEMA)
 
+    @staticmethod
+    def _scratch() -> sqlite3.Connection:
+        return sqlite3.connect("", check_same_thread=False)  # "" = private temp database
+
     @classmethod
-    def memory(cls, dim: int) -> DocStore:
-        return cls(sqlite3.connect(":memory:", check_same_thread=False), dim)
+    def new(cls, dim: int) -> DocStore:
+        return cls(cls._scratch(), dim)
 
     @classmethod
     def load(cls, path: str, dim: int) -> DocStore:
-        """Copy a saved docstore into memory (the file is only read)."""
+        """Copy a saved docstore into a scratch copy (the file is only read)."""
         src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            conn = sqlite3.connect(":memory:", check_same_thread=False)
+            conn = cls._scratch()
             src.backup(conn)
         finally:
             src.close()

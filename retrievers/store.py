@@ -6,7 +6,7 @@
     store.search("question", k=4, filter={"lang": "en"}, score_threshold=0.3)
     store.save("my-store");  Store.load("my-store")
 
-Work happens in memory; `save` writes a new generation and swaps the manifest
+Work happens in a scratch copy; `save` writes a new generation and swaps the manifest
 atomically (see `persist`). The docstore keeps each document's raw vector, which is
 what `get_vectors` returns and what index rebuilds (HNSW compaction, IVF-PQ training)
 read, so no index type ever needs to reconstruct vectors.
@@ -69,7 +69,7 @@ class FaissStore(BaseStore):
         batch_size: int = 64,
         **index_options: Any,
     ) -> None:
-        """A new, empty, in-memory store. `dim` defaults to the model's (loading it)."""
+        """A new, empty store (saved only by `save`). `dim` defaults to the model's (loading it)."""
         super().__init__()
         self.embedder = _embedder(model, device, batch_size)
         spec = (
@@ -78,7 +78,7 @@ class FaissStore(BaseStore):
             else IndexSpec(kind=index, metric=metric, **index_options)
         )
         self._setup(dim or self.embedder.dim, spec)
-        self._docs = DocStore.memory(self._dim)
+        self._docs = DocStore.new(self._dim)
         self._index = FaissIndex(self._dim, spec)
         self.path: Path | None = None
         self._manifest: dict[str, Any] | None = None
