@@ -24,6 +24,7 @@ from typing import Any
 import regex
 
 from ctxzip.compressor import BaseCompressor, Compressed
+from ctxzip.errors import InputError
 from ctxzip.result import CompressionRequest
 from ctxzip.tokens import DEFAULT_TOKENIZER
 from ctxzip.units import split_sentences
@@ -106,9 +107,9 @@ class AbstractiveCompressor(BaseCompressor):
     ) -> None:
         super().__init__(tokenizer=tokenizer)
         if backend not in DEFAULT_MODELS:
-            raise ValueError(f"backend must be one of {', '.join(DEFAULT_MODELS)}, got {backend!r}")
+            raise InputError(f"backend must be one of {', '.join(DEFAULT_MODELS)}, got {backend!r}")
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+            raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         model = model or DEFAULT_MODELS[backend]
         self.backend: Backend
         if backend == "causal":

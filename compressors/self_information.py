@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ctxzip.compressor import BaseCompressor, Compressed
+from ctxzip.errors import InputError
 from ctxzip.models import load_causal_lm
 from ctxzip.protect import NO_PROTECT, Protect
 from ctxzip.result import CompressionRequest, Span
@@ -108,7 +109,9 @@ class SelfInformationCompressor(BaseCompressor):
     """Keeps the most surprising words, phrases or sentences (per-token LM surprisal).
 
     Options: `model` (any causal LM id or folder), `unit` ("word", "phrase",
-    "sentence"), `condition_on_query` (score the context after the question),
+    "sentence"), `condition_on_query` (True: score the context after the question;
+    "contrastive": add `contrast_weight` times how much likelier the question makes each
+    token, as LongLLMLingua does; costs a second pass),
     `window`/`overlap` (tokens per forward window and carried-over left context),
     `batch_tokens` (padded tokens per forward pass), `protect` (a `Protect` or its
     fields as a dict), `device`, `dtype`, `progress` (a tqdm bar; None = when long).
@@ -121,7 +124,8 @@ class SelfInformationCompressor(BaseCompressor):
         *,
         model: str = DEFAULT_MODEL,
         unit: str = "phrase",
-        condition_on_query: bool = False,
+        condition_on_query: bool | str = False,
+        contrast_weight: float = 1.0,
         window: int = 512,
         overlap: int = 64,
         batch_tokens: int | None = None,
@@ -133,14 +137,19 @@ class SelfInformationCompressor(BaseCompressor):
     ) -> None:
         super().__init__(tokenizer=tokenizer)
         if unit not in UNITS:
-            raise ValueError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
+            raise InputError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
         if window < 16:
-            raise ValueError(f"window must be at least 16 tokens, got {window}")
+            raise InputError(f"window must be at least 16 tokens, got {window}")
         if not 0 <= overlap < window // 2:
-            raise ValueError(f"overlap must be in [0, window/2), got {overlap}")
+            raise InputError(f"overlap must be in [0, window/2), got {overlap}")
         self.model_id = model
         self.unit = unit
+        if condition_on_query not in (True, False, "contrastive"):
+            raise InputError(
+                f"condition_on_query must be true, false or 'contrastive', got {condition_on_query!r}"
+            )
         self.condition_on_query = condition_on_query
+        self.contrast_weight = contrast_weight
         self.window = window
         self.overlap = overlap
         self.batch_tokens = batch_tokens
@@ -163,7 +172,10 @@ class SelfInformationCompressor(BaseCompressor):
     def token_surprisal(
         self, texts: Sequence[str], queries: Sequence[str | None] | None = None
     ) -> list[tuple[list[Span], list[float]]]:
-        """Per-token (char span, surprisal in nats) for each text, in batched windows."""
+        """Per-token (char span, surprisal in nats) for each text, in batched windows.
+
+        With `queries`, each text is scored after its question ("Question: ...\nContext:").
+        """
         model, hf_tok = self._lm()
         queries = list(queries) if queries is not None else [None] * len(texts)
         start_id = hf_tok.bos_token_id if hf_tok.bos_token_id is not None else hf_tok.eos_token_id
@@ -173,7 +185,7 @@ class SelfInformationCompressor(BaseCompressor):
             ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
             encoded.append((ids, offsets))
             prefix = [start_id] if start_id is not None else []
-            if query and self.condition_on_query:
+            if query:
                 q_ids = hf_tok(f"Question: {query}\nContext:", add_special_tokens=False)[
                     "input_ids"
                 ]
@@ -254,9 +266,22 @@ class SelfInformationCompressor(BaseCompressor):
 
     def _compress_requests(self, requests: list[CompressionRequest]) -> list[Compressed]:
         flat = [(r, c) for r in requests for c in r.contexts]
-        scored = self.token_surprisal(
-            [c for _, c in flat], [r.query for r, _ in flat] if self.condition_on_query else None
-        )
+        texts, queries = [c for _, c in flat], [r.query for r, _ in flat]
+        if self.condition_on_query == "contrastive" and any(queries):
+            # LongLLMLingua's contrast: tokens the question makes likelier are about it.
+            both = self.token_surprisal(texts + texts, [None] * len(texts) + queries)
+            scored = []
+            for (offsets, plain), (_, given), query in zip(
+                both[: len(texts)], both[len(texts) :], queries, strict=True
+            ):
+                if query:
+                    w = self.contrast_weight
+                    plain = [p + w * (p - g) for p, g in zip(plain, given, strict=True)]
+                scored.append((offsets, plain))
+        elif self.condition_on_query:
+            scored = self.token_surprisal(texts, queries)
+        else:
+            scored = self.token_surprisal(texts)
         outcomes, pos = [], 0
         for request in requests:
             n = len(request.contexts)
@@ -282,9 +307,11 @@ class SelfInformationCompressor(BaseCompressor):
             for ui, u in enumerate(us):
                 lead = " " if u.start > 0 and context[u.start - 1].isspace() else ""
                 cost[(ci, ui)] = tok.count(lead + u.text)
+        # Information per reader token: the greedy answer to "most surprisal within the budget".
+        density = {k: scores[k[0]][k[1]] / max(1, c) for k, c in cost.items()}
         keep = {k for k in cost if units[k[0]][k[1]].protected}
         used = sum(cost[k] for k in keep)
-        ranked = sorted((k for k in cost if k not in keep), key=lambda k: (-scores[k[0]][k[1]], k))
+        ranked = sorted((k for k in cost if k not in keep), key=lambda k: (-density[k], k))
         for k in ranked:
             if used + cost[k] <= budget:
                 keep.add(k)
@@ -306,7 +333,7 @@ class SelfInformationCompressor(BaseCompressor):
             excess = tokens_out - budget
             for k in sorted(
                 (k for k in keep if not units[k[0]][k[1]].protected),
-                key=lambda k: (scores[k[0]][k[1]], k),
+                key=lambda k: (density[k], k),
             ):
                 keep.discard(k)
                 excess -= cost[k]
@@ -333,7 +360,7 @@ class SelfInformationCompressor(BaseCompressor):
 def _unit_scores(
     units: list[Unit], offsets: list[Span], values: list[float], text: str
 ) -> list[float]:
-    """Mean token surprisal per unit; a token belongs to the unit holding its first non-space char."""
+    """Total surprisal (nats) per unit; a token belongs to the unit holding its first non-space char."""
     import bisect
 
     starts = [u.start for u in units]
@@ -341,9 +368,14 @@ def _unit_scores(
     sums = [0.0] * len(units)
     counts = [0] * len(units)
     for (a, b), value in zip(offsets, values, strict=True):
+        end = b
         while a < b and text[a].isspace():
             a += 1
-        if a >= b:
+        if a >= b:  # a whitespace-only token (" " before digits) belongs to the next unit
+            i = bisect.bisect_left(starts, end)
+            if i < len(units):
+                sums[i] += value
+                counts[i] += 1
             continue
         i = bisect.bisect_right(starts, a) - 1
         if i >= 0 and units[i].start <= a < units[i].end:
@@ -352,7 +384,7 @@ def _unit_scores(
     out = []
     for u, s, c in zip(units, sums, counts, strict=True):
         if c:
-            out.append(s / c)
+            out.append(s)
         else:  # the unit lies inside a token that starts in another unit ("1889" + ".")
             j = bisect.bisect_right(token_starts, u.start) - 1
             out.append(values[j] if 0 <= j < len(values) else 0.0)
