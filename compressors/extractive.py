@@ -41,7 +41,7 @@ DEFAULT_THRESHOLD = 0.2
 """Best-sentence cosine below which no context is sent (all-MiniLM-L6-v2).
 
 Calibrated in benchmarks/bench_extractive.py (`--calibrate`) on real passages
-(docs/methods-extractive.md): it keeps context for every related question tried and
+(docs/extractive.md): it keeps context for every related question tried and
 skips almost every unrelated one. Other encoders need their own value.
 """
 
@@ -344,13 +344,15 @@ class ExtractiveCompressor(BaseCompressor):
     def _plan(self, request: CompressionRequest) -> tuple[list[_Piece], list[int], int]:
         """Pieces to score, contexts the coarse pass dropped, and the token budget."""
         tok = self.tokenizer
-        sizes = [tok.count(c) if c.strip() else 0 for c in request.contexts]
+        sizes = [tok.count(c) if c else 0 for c in request.contexts]  # as the base counts
         budget = request.budget.tokens_for(sum(sizes))
         keep = set(range(len(request.contexts)))
         dropped: list[int] = []
-        live = [i for i, s in enumerate(sizes) if s]
+        live = [i for i, c in enumerate(request.contexts) if c.strip()]
+        scores = np.zeros(0)
         if self.coarse is not None and request.query and len(live) > 1:
             scores = bm25_scores(request.query, [request.contexts[i] for i in live])
+        if scores.size and scores.max() > 0:  # no shared term at all: nothing to rank by
             allowance = self.coarse * budget
             held = 0
             keep = set()
@@ -364,7 +366,7 @@ class ExtractiveCompressor(BaseCompressor):
             dropped.sort()
         pieces: list[_Piece] = []
         for i, context in enumerate(request.contexts):
-            if i in keep and sizes[i]:
+            if i in keep and request.contexts[i].strip():
                 pieces += self._pieces(i, context)
         return pieces, dropped, budget
 
@@ -518,7 +520,7 @@ class ExtractiveCompressor(BaseCompressor):
         while sum(counts) > budget and any(selected):
             weakest = min(
                 (i for s in selected for i in s),
-                key=lambda i: (not pieces[i].protected, pieces[i].score),
+                key=lambda i: (pieces[i].protected, pieces[i].score),  # protected last
             )
             c = pieces[weakest].ctx
             selected[c].discard(weakest)
