@@ -1,0 +1,773 @@
+"""`token-classification`: LLMLingua-2-style keep/drop per word, with one global budget.
+
+Any Hugging Face token-classification checkpoint whose label 1 means "keep" works
+(LLMLingua-2's convention), e.g. ``microsoft/llmlingua-2-xlm-roberta-large-meetingbank``.
+The default is the project's own small model: the packaged all-MiniLM-L6-v2 encoder
+with a keep/drop head trained here (see `ctxzip.compressors.train_token_classifier`).
+
+How a call runs:
+
+1. Every context of every request is tokenised once (offsets kept, special-token text
+   in user content treated as text) and its sub-tokens merged into words with the
+   tokenizer's own markers (`ctxzip.compressors.token_labels`).
+2. Contexts are cut at sentence boundaries into chunks of the model's window; all
+   chunks of all requests go through the model in padded, length-sorted batches.
+3. A word's score is the mean P(keep) of its sub-tokens. Forced words (force strings,
+   digits, protected spans) always stay; repeated separators are dropped; query words
+   can get a bonus; optionally whole low-value contexts are dropped first.
+4. One threshold per request, over all its chunks and contexts, is chosen so the kept
+   text meets the budget counted in the reader's tokenizer (checked on the real joined
+   text, so the achieved rate is within about 1% below the target). `per_chunk=True`
+   reproduces LLMLingua-2's per-chunk percentile rule instead, for comparison.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from ctxzip.compressors.token_labels import (
+    Words,
+    codepoints,
+    merge_words,
+    space_mask,
+    word_rule,
+    word_scores,
+)
+
+from ctxzip.compressor import BaseCompressor, Compressed
+from ctxzip.errors import InputError, ModelNotFoundError
+from ctxzip.protect import Protect
+from ctxzip.result import CompressionRequest, Span
+from ctxzip.spans import join_spans, merge_spans
+from ctxzip.tokens import DEFAULT_TOKENIZER
+from ctxzip.units import split_sentences
+
+DEFAULT_MODEL = "ctxzip/minilm-l6-keep-drop"
+"""The shipped model: all-MiniLM-L6-v2 plus the head in `token_classifier_head.safetensors`."""
+
+BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+HEAD_FILE = "token_classifier_head.safetensors"
+
+_STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "but",
+        "by",
+        "can",
+        "did",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "so",
+        "than",
+        "that",
+        "the",
+        "their",
+        "them",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "to",
+        "was",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+        "about",
+        "after",
+        "before",
+        "between",
+        "during",
+        "many",
+        "much",
+        "most",
+        "some",
+        "such",
+        "only",
+        "also",
+        "not",
+        "no",
+        "yes",
+        "our",
+        "we",
+        "us",
+        "he",
+        "she",
+        "his",
+        "her",
+        "him",
+    ]
+)
+
+
+# ---------------------------------------------------------------------------- models
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    backend: Any  # a private copy of the fast tokenizer: no padding, no truncation
+    device: str
+    max_length: int
+    prefix: list[int]
+    suffix: list[int]
+    pad_id: int
+
+
+_models: dict[tuple[Any, ...], LoadedModel] = {}
+_models_lock = threading.Lock()
+
+
+def head_path() -> str:
+    from importlib import resources
+
+    return str(resources.files("ctxzip.compressors").joinpath(HEAD_FILE))
+
+
+def load_token_classifier(
+    model_id: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto", fast: bool = False
+) -> LoadedModel:
+    """A token classifier and its tokenizer, once per process and settings.
+
+    `fast=True` means int8 dynamic quantisation of the linear layers on CPU (on a GPU
+    the default half precision is already the fast path).
+    """
+    from ctxzip.models import pick_device
+
+    dev = pick_device(device)
+    key = (model_id, dev, dtype, fast)
+    with _models_lock:
+        if key not in _models:
+            _models[key] = _load(model_id, dev, dtype, fast)
+        return _models[key]
+
+
+def _load(model_id: str, dev: str, dtype: str, fast: bool) -> LoadedModel:
+    import torch
+    from tokenizers import Tokenizer
+
+    from ctxzip.models import load_tokenizer, pick_dtype, resolve_model
+
+    torch_dtype = pick_dtype(dtype, dev)
+    shipped = model_id == DEFAULT_MODEL
+    source = BASE_MODEL if shipped else model_id
+    path = resolve_model(source)
+    try:
+        from transformers import AutoConfig, AutoModelForTokenClassification
+
+        config = AutoConfig.from_pretrained(path)
+        kwargs: dict[str, Any] = {"num_labels": 2} if shipped else {}
+        model = AutoModelForTokenClassification.from_pretrained(
+            path, dtype=torch.float32, trust_remote_code=False, **kwargs
+        )
+    except OSError as exc:
+        raise ModelNotFoundError(
+            f"token classifier {model_id!r} is not available here ({exc.__class__.__name__}); "
+            "pass a local folder or allow Hugging Face Hub downloads"
+        ) from exc
+    except ValueError as exc:
+        raise ModelNotFoundError(
+            f"{model_id!r} is not a token-classification model: {exc}"
+        ) from exc
+    if int(getattr(model.config, "num_labels", 0)) < 2:
+        raise ModelNotFoundError(f"{model_id!r} has fewer than 2 labels; label 1 must mean keep")
+    if shipped:
+        from safetensors.torch import load_file
+
+        head = load_file(head_path())
+        model.classifier.load_state_dict({k.split(".", 1)[1]: v for k, v in head.items()})
+    model.eval()
+    if fast and dev == "cpu":
+        model = _quantize_int8(model)
+    else:
+        model = model.to(device=dev, dtype=torch_dtype)
+    tokenizer = load_tokenizer(source)
+    fast_backend = getattr(tokenizer, "backend_tokenizer", None)
+    if fast_backend is None:
+        raise ModelNotFoundError(f"{model_id!r} has no fast tokenizer (offsets are needed)")
+    backend = Tokenizer.from_str(fast_backend.to_str())
+    backend.no_padding()
+    backend.no_truncation()
+    backend.encode_special_tokens = True  # "[SEP]" in a document is text, not a control token
+    # the model's own special tokens around one sequence, e.g. [CLS] x [SEP] or <s> x </s>
+    bare = backend.encode("hello", add_special_tokens=False).ids
+    wrapped = backend.encode("hello", add_special_tokens=True).ids
+    cut = next(i for i in range(len(wrapped)) if wrapped[i : i + len(bare)] == bare)
+    limit = int(getattr(config, "max_position_embeddings", 512) or 512)
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        limit -= 2  # RoBERTa positions start after the padding index
+    model_max = getattr(tokenizer, "model_max_length", limit) or limit
+    max_length = int(min(limit, model_max if model_max < 1_000_000 else limit, 512))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return LoadedModel(
+        model,
+        tokenizer,
+        backend,
+        dev,
+        max_length,
+        wrapped[:cut],
+        wrapped[cut + len(bare) :],
+        int(pad_id),
+    )
+
+
+def _quantize_int8(model: Any) -> Any:
+    """Dynamic int8 (per-channel weights) for the encoder's linear layers.
+
+    Two kinds stay in full precision because int8 there moves the keep scores most:
+    the feed-forward down-projections (their GELU inputs have outliers that per-tensor
+    activation scales crush) and the classifier itself (tiny, and its logits are the score).
+    """
+    import warnings
+
+    import torch
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    head = {n for n, _ in model.named_children()} - {"dropout"}
+    spec = {
+        name: per_channel_dynamic_qconfig
+        for name, mod in model.named_modules()
+        if isinstance(mod, torch.nn.Linear)
+        and name not in head
+        and not (name.endswith("output.dense") and "attention" not in name)
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's deprecation notice, once per load
+        return quantize_dynamic(model, spec, dtype=torch.qint8)
+
+
+# ------------------------------------------------------------------ reader tokens
+
+_byte_tables: dict[str, np.ndarray] = {}
+
+
+def _tiktoken_bytes(enc: Any) -> np.ndarray:
+    table = _byte_tables.get(enc.name)
+    if table is None:
+        table = np.zeros(enc.n_vocab, dtype=np.int64)
+        for i in range(enc.n_vocab):  # once per encoding
+            with contextlib.suppress(KeyError):
+                table[i] = len(enc.decode_single_token_bytes(i))
+        _byte_tables[enc.name] = table
+    return table
+
+
+def reader_token_starts(reader: Any, text: str, cps: np.ndarray) -> np.ndarray | None:
+    """Character offset where each reader token starts (None: tokenizer gives no offsets)."""
+    enc = getattr(reader, "_enc", None)
+    if enc is not None:
+        ids = np.asarray(enc.encode_ordinary(text), dtype=np.int64)
+        if ids.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        lens = _tiktoken_bytes(enc)[ids]
+        byte_start = np.concatenate(([0], np.cumsum(lens)[:-1]))
+        char_bytes = np.where(
+            cps < 0x80, 1, np.where(cps < 0x800, 2, np.where(cps < 0x10000, 3, 4))
+        )
+        char_start = np.concatenate(([0], np.cumsum(char_bytes)[:-1]))
+        return np.searchsorted(char_start, byte_start, side="right") - 1
+    fast = getattr(reader, "_fast", None)
+    if fast is not None:
+        offsets = fast.encode(text, add_special_tokens=False).offsets
+        return np.asarray([s for s, _ in offsets], dtype=np.int64)
+    return None
+
+
+def word_costs(reader: Any, text: str, cps: np.ndarray, words: Words) -> np.ndarray:
+    """Reader tokens per word; a token belongs to the first word ending after its start."""
+    if len(words) == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = reader_token_starts(reader, text, cps)
+    if starts is None:  # a tokenizer without offsets: count word by word (slow path)
+        return np.asarray(
+            [reader.count(text[s:e]) for s, e in zip(words.start, words.end, strict=True)],
+            dtype=np.int64,
+        )
+    owner = np.minimum(np.searchsorted(words.end, starts, side="right"), len(words) - 1)
+    return np.bincount(owner, minlength=len(words)).astype(np.int64)
+
+
+# ------------------------------------------------------------------ per context
+
+
+@dataclass
+class _Context:
+    text: str
+    request: int
+    index: int
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    words: Words | None = None
+    cost: np.ndarray | None = None
+    protected: list[Span] = field(default_factory=list)
+    forced: np.ndarray | None = None  # bool per word
+    banned: np.ndarray | None = None  # bool per word
+    probs: np.ndarray | None = None  # P(keep) per token
+    pooled: np.ndarray | None = None  # mean hidden state (context-level pass)
+    chunks: list[tuple[int, int]] = field(default_factory=list)
+    droppable: bool = True
+
+
+class TokenClassificationCompressor(BaseCompressor):
+    """Keeps the words a token classifier scores highest, to fit the budget globally.
+
+    Options: `model` (any HF token classifier, label 1 = keep), `device`, `dtype`,
+    `fast` (int8 on CPU), `batch_size`, `max_length`, `token_to_word` ("mean"|"first"),
+    `per_chunk` (LLMLingua-2's local percentile rule), `force` (strings always kept),
+    `keep_digits`, `protect` (a `Protect`; structure such as code, JSON and URLs is kept
+    by default), `drop_consecutive` (repeated separators), `question_aware` and
+    `query_weight`, `context_level` and `context_expand` (coarse-to-fine).
+    """
+
+    name = "token-classification"
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        tokenizer: str = DEFAULT_TOKENIZER,
+        device: str = "auto",
+        dtype: str = "auto",
+        fast: bool = False,
+        batch_size: int = 32,
+        max_length: int | None = None,
+        token_to_word: str = "mean",
+        per_chunk: bool = False,
+        force: Sequence[str] = (),
+        keep_digits: bool = False,
+        protect: Protect | None = None,
+        drop_consecutive: bool = False,
+        question_aware: bool = False,
+        query_weight: float = 0.3,
+        context_level: bool = False,
+        context_expand: float = 2.0,
+    ) -> None:
+        super().__init__(tokenizer=tokenizer)
+        if token_to_word not in ("mean", "first"):
+            raise InputError("token_to_word must be 'mean' or 'first'")
+        if batch_size < 1:
+            raise InputError("batch_size must be >= 1")
+        if max_length is not None and max_length < 8:
+            raise InputError("max_length must be >= 8")
+        if context_expand < 1.0:
+            raise InputError("context_expand must be >= 1")
+        self.model_id = model
+        self.device = device
+        self.dtype = dtype
+        self.fast = fast
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.token_to_word = token_to_word
+        self.per_chunk = per_chunk
+        self.force = tuple(f for f in force if f)
+        self.keep_digits = keep_digits
+        self.protect = protect if protect is not None else Protect(structure=True)
+        self.drop_consecutive = drop_consecutive
+        self.question_aware = question_aware
+        self.query_weight = float(query_weight)
+        self.context_level = context_level
+        self.context_expand = float(context_expand)
+        self._force_protect = Protect(force=self.force) if self.force else None
+
+    @property
+    def loaded(self) -> LoadedModel:
+        return load_token_classifier(self.model_id, self.device, self.dtype, self.fast)
+
+    # -------------------------------------------------------------- main path
+
+    def _compress_requests(self, requests: list[CompressionRequest]) -> list[Compressed]:
+        lm = self.loaded
+        reader = self.tokenizer
+        contexts: list[list[_Context]] = []
+        budgets: list[int] = []
+        for r, request in enumerate(requests):
+            ctxs = [_Context(text, r, i) for i, text in enumerate(request.contexts)]
+            contexts.append(ctxs)
+            self._prepare(ctxs, lm, reader)
+            total = sum(int(c.cost.sum()) for c in ctxs if c.cost is not None)
+            budgets.append(request.budget.tokens_for(total))
+        work = [
+            c
+            for ctxs, b in zip(contexts, budgets, strict=True)
+            if b < sum(int(x.cost.sum()) for x in ctxs if x.cost is not None)
+            for c in ctxs
+            if c.ids.size
+        ]
+        need_pooled = self.context_level
+        queries = {
+            r: q
+            for r, q in enumerate(x.query for x in requests)
+            if q and (need_pooled or self.question_aware)
+        }
+        query_pooled = self._run_model(work, lm, need_pooled, queries)
+        out: list[Compressed] = []
+        for r, request in enumerate(requests):
+            out.append(self._select(request, contexts[r], budgets[r], lm, query_pooled.get(r)))
+        return out
+
+    def _prepare(self, ctxs: list[_Context], lm: LoadedModel, reader: Any) -> None:
+        rule = word_rule(lm.tokenizer)
+        texts = [c.text for c in ctxs]
+        encodings = lm.backend.encode_batch(texts, add_special_tokens=False) if texts else []
+        for ctx, enc in zip(ctxs, encodings, strict=True):
+            cps = codepoints(ctx.text)
+            space = space_mask(cps)
+            ctx.ids = np.asarray(enc.ids, dtype=np.int64)
+            offsets = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
+            keep_tok = ~rule.special[ctx.ids] if ctx.ids.size else np.zeros(0, dtype=bool)
+            ctx.ids, offsets = ctx.ids[keep_tok], offsets[keep_tok]
+            ctx.words = merge_words(ctx.ids, offsets, rule, cps, space)
+            words = ctx.words
+            ctx.cost = word_costs(reader, ctx.text, cps, words)
+            ctx.protected = self.protect.spans(ctx.text) if self.protect else []
+            ctx.droppable = not (self.protect.patterns or self.protect.tags) or not ctx.protected
+            force_spans = list(ctx.protected)
+            if self._force_protect is not None:
+                force_spans = merge_spans(force_spans + self._force_protect.spans(ctx.text))
+            ctx.protected = force_spans
+            ctx.forced = _overlapping(words, force_spans)
+            if self.keep_digits and len(words):
+                digit = np.concatenate(([0], np.cumsum((cps >= 48) & (cps <= 57))))
+                ctx.forced |= digit[words.end] - digit[words.start] > 0
+            ctx.banned = np.zeros(len(words), dtype=bool)
+            if self.drop_consecutive and len(words) > 1:
+                ctx.banned = _repeated_separators(ctx.ids, words, rule.punct) & ~ctx.forced
+            ctx.chunks = self._chunk(ctx, lm, space)
+
+    def _chunk(self, ctx: _Context, lm: LoadedModel, space: np.ndarray) -> list[tuple[int, int]]:
+        """Token ranges of at most the model window, cut at sentence ends, else word starts."""
+        n = int(ctx.ids.size)
+        if n == 0 or ctx.words is None:
+            return []
+        limit = (self.max_length or lm.max_length) - len(lm.prefix) - len(lm.suffix)
+        if n <= limit:
+            return [(0, n)]
+        tok_starts = ctx.words.start[ctx.words.token_word]  # word start of each token
+        first_tokens = ctx.words.first_token
+        ends = np.asarray([u.end for u in split_sentences(ctx.text)], dtype=np.int64)
+        boundary = np.unique(
+            first_tokens[np.minimum(np.searchsorted(ctx.words.start, ends), len(ctx.words) - 1)]
+        )
+        del tok_starts
+        chunks: list[tuple[int, int]] = []
+        a = 0
+        while a < n:
+            if n - a <= limit:
+                chunks.append((a, n))
+                break
+            hi = a + limit
+            j = np.searchsorted(boundary, hi, side="right") - 1
+            b = int(boundary[j]) if j >= 0 and boundary[j] > a else 0
+            if b <= a:
+                k = np.searchsorted(first_tokens, hi, side="right") - 1
+                b = int(first_tokens[k]) if k >= 0 and first_tokens[k] > a else hi
+            chunks.append((a, b))
+            a = b
+        return chunks
+
+    def _run_model(
+        self, work: list[_Context], lm: LoadedModel, pooled: bool, queries: dict[int, str]
+    ) -> dict[int, np.ndarray]:
+        """P(keep) for every token of `work`; mean hidden states when asked."""
+        import torch
+
+        items: list[tuple[Any, int, int, np.ndarray]] = []  # (owner, a, b, ids)
+        for ctx in work:
+            ctx.probs = np.zeros(ctx.ids.size, dtype=np.float32)
+            if pooled:
+                ctx.pooled = None
+            for a, b in ctx.chunks:
+                items.append((ctx, a, b, ctx.ids[a:b]))
+        limit = (self.max_length or lm.max_length) - len(lm.prefix) - len(lm.suffix)
+        for r, q in queries.items():
+            qids = np.asarray(
+                lm.backend.encode(q, add_special_tokens=False).ids[:limit], dtype=np.int64
+            )
+            if qids.size:
+                items.append((("query", r), 0, int(qids.size), qids))
+        if not items:
+            return {}
+        order = sorted(range(len(items)), key=lambda i: -items[i][3].size)
+        sums: dict[Any, Any] = {}
+        prefix = np.asarray(lm.prefix, dtype=np.int64)
+        suffix = np.asarray(lm.suffix, dtype=np.int64)
+        with torch.inference_mode():
+            for s in range(0, len(order), self.batch_size):
+                batch = [items[i] for i in order[s : s + self.batch_size]]
+                width = max(it[3].size for it in batch) + prefix.size + suffix.size
+                input_ids = np.full((len(batch), width), lm.pad_id, dtype=np.int64)
+                mask = np.zeros((len(batch), width), dtype=np.int64)
+                for row, (_, _, _, ids) in enumerate(batch):
+                    seq = np.concatenate((prefix, ids, suffix))
+                    input_ids[row, : seq.size] = seq
+                    mask[row, : seq.size] = 1
+                outputs = lm.model(
+                    input_ids=torch.from_numpy(input_ids).to(lm.device),
+                    attention_mask=torch.from_numpy(mask).to(lm.device),
+                    output_hidden_states=pooled,
+                )
+                probs = torch.softmax(outputs.logits.float(), dim=-1)[..., 1].cpu().numpy()
+                hidden = outputs.hidden_states[-1].float().cpu().numpy() if pooled else None
+                for row, (owner, a, b, ids) in enumerate(batch):
+                    lo = prefix.size
+                    if isinstance(owner, _Context):
+                        owner.probs[a:b] = probs[row, lo : lo + ids.size]
+                    if hidden is not None:
+                        vec = hidden[row, lo : lo + ids.size].sum(axis=0)
+                        key = id(owner) if isinstance(owner, _Context) else owner
+                        prev = sums.get(key)
+                        sums[key] = (
+                            (vec, ids.size) if prev is None else (prev[0] + vec, prev[1] + ids.size)
+                        )
+        for ctx in work:
+            if id(ctx) in sums:
+                vec, count = sums[id(ctx)]
+                ctx.pooled = vec / count
+        return {
+            r: v / c
+            for (tag, r), (v, c) in ((k, v) for k, v in sums.items() if isinstance(k, tuple))
+        }
+
+    # -------------------------------------------------------------- selection
+
+    def _select(
+        self,
+        request: CompressionRequest,
+        ctxs: list[_Context],
+        budget: int,
+        lm: LoadedModel,
+        query_vec: np.ndarray | None,
+    ) -> Compressed:
+        total = sum(int(c.cost.sum()) for c in ctxs if c.cost is not None)
+        full = [[(0, len(c.text))] if c.text else [] for c in ctxs]
+        if budget >= total or total == 0:
+            return Compressed(kept=full, extra={"threshold": None, "words": 0})
+        scores = []
+        for ctx in ctxs:
+            s = (
+                word_scores(ctx.probs, ctx.words, self.token_to_word)
+                if ctx.probs is not None and ctx.words is not None
+                else np.zeros(0)
+            )
+            if self.question_aware and request.query and s.size:
+                s = s + self.query_weight * self._query_match(ctx, lm, request.query)
+            scores.append(s)
+        active = list(range(len(ctxs)))
+        dropped: list[int] = []
+        if self.context_level and len(ctxs) > 1:
+            active, dropped = self._context_pass(ctxs, scores, budget, query_vec)
+        extra: dict[str, Any] = {
+            "words": int(sum(len(ctxs[i].words or ()) for i in active)),
+            "chunks": int(sum(len(ctxs[i].chunks) for i in active)),
+            "mode": "per-chunk" if self.per_chunk else "global",
+            "contexts_dropped": dropped,
+        }
+        if self.per_chunk:
+            masks = {i: self._per_chunk_mask(ctxs[i], scores[i], request, total) for i in active}
+            kept = [self._spans(ctxs[i], masks[i]) if i in masks else [] for i in range(len(ctxs))]
+            return Compressed(kept=kept, extra=extra)
+        return self._global(ctxs, scores, active, budget, extra)
+
+    def _query_match(self, ctx: _Context, lm: LoadedModel, query: str) -> np.ndarray:
+        """1.0 for words sharing a content sub-token with the query, else 0.0 (vectorised)."""
+        rule = word_rule(lm.tokenizer)
+        enc = lm.backend.encode(query, add_special_tokens=False)
+        qids = [
+            i
+            for i, t in zip(enc.ids, enc.tokens, strict=True)
+            if not rule.punct[i]
+            and len(t.strip("#▁Ġ")) >= 3
+            and t.strip("#▁Ġ").lower() not in _STOPWORDS
+        ]
+        words = ctx.words
+        if not qids or words is None or not len(words):
+            return np.zeros(len(words or ()), dtype=np.float64)
+        hit = np.isin(ctx.ids, np.asarray(qids, dtype=np.int64)).astype(np.float64)
+        return np.maximum.reduceat(hit, words.first_token)
+
+    def _context_pass(
+        self,
+        ctxs: list[_Context],
+        scores: list[np.ndarray],
+        budget: int,
+        query_vec: np.ndarray | None,
+    ) -> tuple[list[int], list[int]]:
+        """Coarse step: keep the best contexts up to `context_expand` x the budget."""
+        value = np.full(len(ctxs), -np.inf)
+        for i, ctx in enumerate(ctxs):
+            if not scores[i].size:
+                continue
+            if query_vec is not None and ctx.pooled is not None:
+                denom = np.linalg.norm(ctx.pooled) * np.linalg.norm(query_vec) or 1.0
+                value[i] = float(ctx.pooled @ query_vec) / denom
+            else:
+                value[i] = float(scores[i].mean())
+        costs = np.asarray([int(c.cost.sum()) if c.cost is not None else 0 for c in ctxs])
+        allowance = math.ceil(budget * self.context_expand)
+        active: list[int] = []
+        used = 0
+        for i in np.argsort(-value, kind="stable"):
+            if costs[i] == 0:
+                continue
+            if not active or used + costs[i] <= allowance or not ctxs[i].droppable:
+                active.append(int(i))
+                used += int(costs[i])
+        active.sort()
+        dropped = [i for i in range(len(ctxs)) if i not in active and costs[i] > 0]
+        return active, dropped
+
+    def _per_chunk_mask(
+        self, ctx: _Context, score: np.ndarray, request: CompressionRequest, total: int
+    ) -> np.ndarray:
+        """LLMLingua-2's rule: a percentile threshold inside each chunk, token-weighted."""
+        words = ctx.words
+        assert words is not None and ctx.cost is not None and ctx.forced is not None
+        rate = request.budget.requested_rate(total)
+        keep = np.zeros(len(words), dtype=bool)
+        word_chunk_start = np.searchsorted(words.first_token, [a for a, _ in ctx.chunks])
+        bounds = [*word_chunk_start.tolist(), len(words)]
+        for lo, hi in itertools.pairwise(bounds):
+            s, c = score[lo:hi], ctx.cost[lo:hi]
+            if not s.size:
+                continue
+            weighted = np.repeat(s, c) if c.sum() else s
+            threshold = np.percentile(weighted, int(100 * (1 - rate) + 1))
+            keep[lo:hi] = (s > threshold) | ((threshold == 1.0) & (s == threshold))
+        keep |= ctx.forced
+        keep &= ~ctx.banned
+        return keep
+
+    def _global(
+        self,
+        ctxs: list[_Context],
+        scores: list[np.ndarray],
+        active: list[int],
+        budget: int,
+        extra: dict[str, Any],
+    ) -> Compressed:
+        """One threshold for the whole request, checked against the real joined text."""
+        owners = np.concatenate([np.full(scores[i].size, i) for i in active] or [np.zeros(0)])
+        index = np.concatenate([np.arange(scores[i].size) for i in active] or [np.zeros(0)])
+        score = np.concatenate([scores[i] for i in active] or [np.zeros(0)])
+        forced = np.concatenate([ctxs[i].forced for i in active] or [np.zeros(0, bool)])
+        banned = np.concatenate([ctxs[i].banned for i in active] or [np.zeros(0, bool)])
+        cost = np.concatenate([ctxs[i].cost for i in active] or [np.zeros(0, np.int64)])
+        key = np.where(forced, np.inf, np.where(banned, -np.inf, score))
+        order = np.argsort(-key, kind="stable")
+        n_forced = int(forced.sum())
+        n_allowed = int((~banned | forced).sum())
+        cum = np.cumsum(cost[order])
+
+        def attempt(k: int) -> tuple[list[list[Span]], int]:
+            chosen = order[:k]
+            kept: list[list[Span]] = [[] for _ in ctxs]
+            masks: dict[int, np.ndarray] = {i: np.zeros(scores[i].size, bool) for i in active}
+            sel_owner, sel_index = owners[chosen].astype(int), index[chosen].astype(int)
+            for i in active:
+                masks[i][sel_index[sel_owner == i]] = True
+                kept[i] = self._spans(ctxs[i], masks[i])
+            texts = [join_spans(c.text, k) for c, k in zip(ctxs, kept, strict=True)]
+            return kept, self.count(texts)
+
+        target = float(budget)
+        best: tuple[int, list[list[Span]], int] | None = None
+        lo, hi = n_forced - 1, n_allowed + 1  # largest k known to fit, smallest known not to
+        for _ in range(12):
+            k = int(np.searchsorted(cum, target, side="right"))
+            k = min(max(k, lo + 1, n_forced), hi - 1, n_allowed)
+            if k <= lo or k >= hi:
+                break
+            kept, count = attempt(k)
+            if count <= budget:
+                lo = k
+                if best is None or count > best[2]:
+                    best = (k, kept, count)
+                if count >= 0.99 * budget or k == n_allowed:
+                    break
+            else:
+                hi = k
+            target += budget - count
+        reason = None
+        if best is None:
+            k = n_forced
+            kept, count = attempt(k)
+            best = (k, kept, count)
+            if count > budget:
+                reason = "protected and forced content alone exceeds the budget"
+        k = best[0]
+        extra["threshold"] = float(key[order[k - 1]]) if k else None
+        return Compressed(kept=best[1], reason=reason, extra=extra)
+
+    def _spans(self, ctx: _Context, mask: np.ndarray) -> list[Span]:
+        """Runs of consecutive kept words, plus protected spans, as character spans."""
+        words = ctx.words
+        if words is None or not len(words):
+            return list(ctx.protected)
+        m = mask.astype(bool)
+        prev = np.concatenate(([False], m[:-1]))
+        nxt = np.concatenate((m[1:], [False]))
+        starts = words.start[m & ~prev]
+        ends = words.end[m & ~nxt]
+        spans = list(zip(starts.tolist(), ends.tolist(), strict=True))
+        if ctx.protected:
+            spans = merge_spans(spans + ctx.protected)
+        return spans
+
+
+def _overlapping(words: Words, spans: list[Span]) -> np.ndarray:
+    """True for words that overlap any of the sorted, merged `spans`."""
+    if not spans or not len(words):
+        return np.zeros(len(words), dtype=bool)
+    p_start = np.asarray([s for s, _ in spans], dtype=np.int64)
+    p_end = np.asarray([e for _, e in spans], dtype=np.int64)
+    i = np.searchsorted(p_start, words.end, side="left") - 1
+    return (i >= 0) & (p_end[np.maximum(i, 0)] > words.start)
+
+
+def _repeated_separators(ids: np.ndarray, words: Words, punct: np.ndarray) -> np.ndarray:
+    """Words repeating the previous word's separator (e.g. the 2nd..nth '-' of '-----')."""
+    n_tokens = np.diff(np.concatenate((words.first_token, [ids.size])))
+    sig = np.where(n_tokens == 1, ids[words.first_token], -1)
+    sep = (sig >= 0) & punct[np.maximum(sig, 0)]
+    same = np.concatenate(([False], sig[1:] == sig[:-1]))
+    return sep & same
