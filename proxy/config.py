@@ -68,7 +68,11 @@ class UpstreamConfig:
 
 @dataclass
 class RoutesConfig:
-    """Which upstream (by name) serves each route; a missing name means the local model."""
+    """Which upstream (by name) serves each route; a missing name means the local model.
+
+    Pass-through requests in Anthropic's shape (paths under /v1/messages/, or an
+    ``anthropic-version`` header) go to the `messages` upstream; the rest to `passthrough`.
+    """
 
     chat: str = "openai"
     messages: str = "anthropic"

@@ -34,8 +34,13 @@ class ProxyError(Exception):
         self.param = param
 
 
-def protocol_for_path(path: str) -> Protocol:
-    return "anthropic" if path.rstrip("/").endswith("/messages") else "openai"
+def protocol_for_path(path: str, headers: object = ()) -> Protocol:
+    """Anthropic for its paths (/v1/messages, /v1/messages/count_tokens, ...) or when the
+    client sends ``anthropic-version``; OpenAI otherwise (e.g. /v1/threads/x/messages)."""
+    path = path.rstrip("/")
+    if path in ("/v1/messages", "/v1/complete") or path.startswith("/v1/messages/"):
+        return "anthropic"
+    return "anthropic" if "anthropic-version" in headers else "openai"  # type: ignore[operator]
 
 
 def error_body(protocol: Protocol, status: int, message: str, code: str,

@@ -48,6 +48,22 @@ def chat_messages(body: dict[str, Any], protocol: str) -> list[dict[str, str]]:
     return out
 
 
+def check_params(body: dict[str, Any]) -> None:
+    """Reject sampling parameters the local model cannot use, as the real APIs would (400)."""
+    for name in ("max_tokens", "max_completion_tokens", "seed"):
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ProxyError(400, f"'{name}' must be an integer", "invalid_request", name)
+    for name, high in (("temperature", 2.0), ("top_p", 1.0)):
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= high:
+            raise ProxyError(
+                400, f"'{name}' must be a number from 0 to {high:g}", "invalid_request", name
+            )
+
+
 class LocalModel:
     """A lazily loaded local chat model."""
 
@@ -85,6 +101,7 @@ class LocalModel:
         self.load()
         limit = body.get("max_completion_tokens") or body.get("max_tokens") or self.max_tokens
         limit = max(1, min(int(limit), self.max_tokens))
+        # greedy unless asked otherwise: the same prompt gives the same answer, streamed or not
         temperature = float(body.get("temperature") or 0.0)
         inputs = self._inputs(chat_messages(body, protocol))
 
@@ -100,7 +117,12 @@ class LocalModel:
         }
         if temperature > 0:
             kwargs["temperature"] = temperature
+            if body.get("top_p") is not None:
+                kwargs["top_p"] = float(body["top_p"])
+        seed = body.get("seed")
         with self._gen_lock, torch.inference_mode():
+            if temperature > 0 and isinstance(seed, int) and not isinstance(seed, bool):
+                torch.manual_seed(seed)  # under the lock: one generation owns the RNG
             output = self._model.generate(**inputs, streamer=streamer, **kwargs)
         prompt = inputs["input_ids"].shape[1]
         new = output[0, prompt:]
@@ -137,29 +159,32 @@ class LocalModel:
 
     async def stream(self, body: dict[str, Any], protocol: str) -> AsyncIterator[bytes]:
         """Server-sent events in the caller's protocol, one per generated piece."""
-        from transformers import TextIteratorStreamer
+        from transformers import TextStreamer
 
         await asyncio.to_thread(self.load)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         stop = threading.Event()
-        streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+        def put(kind: str, value: Any) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+
+        class Streamer(TextStreamer):
+            # called on the generating thread, in order, the final flush included, so every
+            # piece is queued before "done" (a separate reader thread could lose the tail)
+            def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+                if text:
+                    put("piece", text)
+
+        streamer = Streamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
 
         def run() -> None:
             try:
-                result = self._generate(body, protocol, streamer, stop)
-                loop.call_soon_threadsafe(queue.put_nowait, ("done", result))
+                put("done", self._generate(body, protocol, streamer, stop))
             except Exception as exc:
-                loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
+                put("error", exc)
 
-        def pump() -> None:
-            for piece in streamer:
-                loop.call_soon_threadsafe(queue.put_nowait, ("piece", piece))
-
-        worker = threading.Thread(target=run, daemon=True)
-        pumper = threading.Thread(target=pump, daemon=True)
-        worker.start()
-        pumper.start()
+        threading.Thread(target=run, daemon=True).start()
         fmt = (
             _AnthropicEvents(body, self.model_id)
             if protocol == "anthropic"
@@ -170,8 +195,7 @@ class LocalModel:
             while True:
                 kind, value = await queue.get()
                 if kind == "piece":
-                    if value:
-                        yield fmt.delta(value)
+                    yield fmt.delta(value)
                 elif kind == "error":
                     yield fmt.error(f"local model failed: {type(value).__name__}")
                     return

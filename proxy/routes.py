@@ -11,7 +11,7 @@ from typing import Any
 from ctxzip.proxy.compression import CompressionFailed, CompressionService, Outcome
 from ctxzip.proxy.config import ProxyConfig
 from ctxzip.proxy.errors import Protocol, ProxyError, error_body, protocol_for_path
-from ctxzip.proxy.local_upstream import LocalModel
+from ctxzip.proxy.local_upstream import LocalModel, check_params
 from ctxzip.proxy.metrics import Metrics
 from ctxzip.proxy.streaming import Relay
 from ctxzip.proxy.upstream import Target, Upstreams, join_url, response_headers, safe_subpath
@@ -300,12 +300,14 @@ class Handlers:
     async def passthrough(self, request: Request) -> Response:
         start = time.perf_counter()
         path = request.url.path
-        protocol = protocol_for_path(path)
+        protocol = protocol_for_path(path, request.headers)
         try:
             subpath = safe_subpath(path)
             if subpath == "/compress":
                 raise ProxyError(405, "/v1/compress takes POST only", "method_not_allowed")
-            target = self.state.upstreams.pick("passthrough", None)
+            # Anthropic's own paths (count_tokens, batches) go where /v1/messages goes
+            route = "messages" if protocol == "anthropic" else "passthrough"
+            target = self.state.upstreams.pick(route, None)
             if target is None:
                 if request.method == "GET" and subpath == "/models":
                     return JSONResponse({"object": "list", "data": [{
@@ -357,6 +359,7 @@ class Handlers:
         extra: list[tuple[bytes, bytes]], route: str, start: float,
     ) -> Response:  # fmt: skip
         local = self.state.local
+        check_params(data)
         if stream:
             metrics = self.metrics
 

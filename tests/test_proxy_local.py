@@ -22,34 +22,34 @@ def local_proxy():
 
 def test_openai_sdk_against_local_model(local_proxy):
     client = openai.OpenAI(base_url=local_proxy + "/v1", api_key="unused", max_retries=0)
+    messages = [{"role": "system", "content": "Answer in one word."},
+                {"role": "user", "content": CONTEXT + "\nWhat is in the rooms?"}]  # fmt: skip
     raw = client.chat.completions.with_raw_response.create(
-        model="local", max_tokens=5, temperature=0,
-        messages=[{"role": "system", "content": "Answer in one word."},
-                  {"role": "user", "content": CONTEXT + "\nWhat is in the rooms?"}],
-    )  # fmt: skip
+        model="local", max_tokens=5, temperature=0, messages=messages
+    )
     completion = raw.parse()
-    assert completion.choices[0].message.content.strip()
+    text = completion.choices[0].message.content
+    assert text.strip()
     assert 0 < completion.usage.completion_tokens <= 5
     assert int(raw.headers["x-ctxzip-tokens-out"]) < int(raw.headers["x-ctxzip-tokens-in"])
-    # deterministic at temperature 0
-    again = client.chat.completions.create(
-        model="local", max_tokens=5, temperature=0,
-        messages=[{"role": "system", "content": "Answer in one word."},
-                  {"role": "user", "content": CONTEXT + "\nWhat is in the rooms?"}],
-    )  # fmt: skip
-    assert again.choices[0].message.content == completion.choices[0].message.content
-
-
-def test_openai_streaming_against_local_model(local_proxy):
-    client = openai.OpenAI(base_url=local_proxy + "/v1", api_key="unused", max_retries=0)
+    # temperature 0 is greedy, so deterministic: the same request streamed gives the same text
     chunks = list(client.chat.completions.create(
-        model="local", max_tokens=6, stream=True, stream_options={"include_usage": True},
-        messages=[{"role": "user", "content": "Say hello."}],
+        model="local", max_tokens=5, temperature=0, messages=messages, stream=True,
+        stream_options={"include_usage": True},
     ))  # fmt: skip
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text.strip()
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens <= 6
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens <= 5
     assert chunks[-2].choices[0].finish_reason in ("stop", "length")
+
+
+def test_bad_sampling_parameters_are_400_not_500(local_proxy):
+    client = openai.OpenAI(base_url=local_proxy + "/v1", api_key="unused", max_retries=0)
+    for extra in ({"temperature": "hot"}, {"max_tokens": 2.5}, {"temperature": 9}):
+        with pytest.raises(openai.BadRequestError) as info:
+            client.chat.completions.create(
+                model="local", messages=[{"role": "user", "content": "hi"}], **extra
+            )
+        assert info.value.body["param"] in extra
 
 
 def test_anthropic_sdk_and_models_against_local_model(local_proxy):
@@ -57,9 +57,9 @@ def test_anthropic_sdk_and_models_against_local_model(local_proxy):
     message = client.messages.create(model="local", max_tokens=4, system="Be brief.",
                                      messages=[{"role": "user", "content": "Hi!"}])  # fmt: skip
     assert message.content[0].text.strip() and message.usage.output_tokens <= 4
-    with client.messages.stream(model="local", max_tokens=4,
+    with client.messages.stream(model="local", max_tokens=4, system="Be brief.",
                                 messages=[{"role": "user", "content": "Hi!"}]) as stream:  # fmt: skip
         final = stream.get_final_message()
-    assert final.content[0].text.strip()
+    assert final.content[0].text == message.content[0].text  # greedy by default: same answer
     models = httpx.get(local_proxy + "/v1/models").json()
     assert models["data"][0]["owned_by"] == "ctxzip-local"
