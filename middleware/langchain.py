@@ -169,6 +169,16 @@ def _as_openai(message: BaseMessage) -> dict[str, Any]:
     return out
 
 
+def _last_user(body: dict[str, Any]) -> int | None:
+    users = [i for i, m in enumerate(body["messages"]) if m["role"] == "user"]
+    return users[-1] if users else None
+
+
+def _last_paragraph(text: str) -> str:
+    paragraphs = [p.strip() for p in text.strip().split("\n\n") if p.strip()]
+    return paragraphs[-1] if paragraphs else text
+
+
 class _PromptCompression:
     """What the runnable does; sync and async share the planning."""
 
@@ -220,6 +230,10 @@ class _PromptCompression:
         plan = plan_request(body, "openai", self.policy, self.count, rate=rate)
         if self.query is not None:
             plan.query = self.query
+        elif plan.query and any(u.index == _last_user(body) for u in plan.active):
+            # the question sits in the very message being compressed (a RAG prompt
+            # template): its last paragraph is the question, not the whole message
+            plan.query = _last_paragraph(plan.query)
         if self.budget.target_tokens is not None:
             for unit in plan.units:  # an absolute budget is shared out by size
                 if unit.tokens >= max(self.policy.min_tokens, 1):
