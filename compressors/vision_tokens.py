@@ -81,14 +81,14 @@ def bipartite_merge(state: TokenState, metric: torch.Tensor, r: int) -> TokenSta
     channels = x.shape[-1]
     xa, xb = x[:, ::2], x[:, 1::2]
     sa, sb = size[:, ::2], size[:, 1::2]
-    weighted_a = xa * sa.unsqueeze(-1)
-    b_sum = (xb * sb.unsqueeze(-1)).scatter_add(
+    # size-weighted sums in float32: in half precision they overflow for large tokens
+    weighted_a = xa.float() * sa.float().unsqueeze(-1)
+    b_sum = (xb.float() * sb.float().unsqueeze(-1)).scatter_add(
         1, _expand(dst, channels), weighted_a.gather(1, _expand(src, channels))
     )
     b_size = sb.scatter_add(1, dst, sa.gather(1, src))
-    tokens = torch.cat(
-        [xa.gather(1, _expand(keep, channels)), b_sum / b_size.unsqueeze(-1).to(x.dtype)], dim=1
-    )
+    b_mean = (b_sum / b_size.float().unsqueeze(-1)).to(x.dtype)
+    tokens = torch.cat([xa.gather(1, _expand(keep, channels)), b_mean], dim=1)
     sizes = torch.cat([sa.gather(1, keep), b_size], dim=1)
     # where each current token goes, then compose with the running source map
     batch, n_a, n_b = x.shape[0], xa.shape[1], xb.shape[1]
@@ -205,11 +205,11 @@ def select_dominant_contextual(
         assign[:, target_slots] = torch.arange(n_contextual, device=dev)
         s_rest = state.sizes.gather(1, rest)
         x_rest = tokens.gather(1, _expand(rest, c))
-        sums = torch.zeros(b, n_contextual, c, device=dev, dtype=tokens.dtype)
-        sums.scatter_add_(1, _expand(assign, c), x_rest * s_rest.unsqueeze(-1))
+        sums = torch.zeros(b, n_contextual, c, device=dev, dtype=torch.float32)
+        sums.scatter_add_(1, _expand(assign, c), x_rest.float() * s_rest.float().unsqueeze(-1))
         size_ctx = torch.zeros(b, n_contextual, device=dev, dtype=state.sizes.dtype)
         size_ctx.scatter_add_(1, assign, s_rest)
-        parts_x.append(sums / size_ctx.unsqueeze(-1))
+        parts_x.append((sums / size_ctx.float().unsqueeze(-1)).to(tokens.dtype))
         parts_s.append(size_ctx)
         pos.scatter_(1, rest, base + assign)
     else:
@@ -251,8 +251,8 @@ def weighted_mean(
 ) -> torch.Tensor:
     """Size-weighted mean of the (patch) tokens: equals the plain mean before any merge."""
     start = int(skip_first)
-    w = sizes[:, start:].unsqueeze(-1).to(tokens.dtype)
-    return (tokens[:, start:] * w).sum(1) / w.sum(1)
+    w = sizes[:, start:].unsqueeze(-1).float()
+    return ((tokens[:, start:].float() * w).sum(1) / w.sum(1)).to(tokens.dtype)
 
 
 def unmerge(state: TokenState) -> torch.Tensor:

@@ -177,3 +177,15 @@ def test_cls_attention_from_qk_matches_eager_weights() -> None:
     capture.remove()
     expected = out.attentions[-1][:, :, 0].mean(1)
     assert torch.allclose(cls_attention(q, k, 4), expected, atol=1e-6)
+
+
+def test_half_precision_merges_do_not_overflow() -> None:
+    # GPU runs use float16: size-weighted sums of large tokens must not overflow
+    torch.manual_seed(2)
+    x = (torch.randn(1, 33, 8) * 2000).half()
+    state = TokenState(x, torch.full((1, 33), 64.0).half(), torch.arange(33).unsqueeze(0))
+    merged = bipartite_merge(state, x.float(), 16)
+    assert merged.tokens.dtype == torch.float16 and torch.isfinite(merged.tokens).all()
+    picked = select_dominant_contextual(x, torch.rand(1, 33), x.float(), 4, 4, sizes=state.sizes)
+    assert picked.tokens.dtype == torch.float16 and torch.isfinite(picked.tokens).all()
+    assert torch.isfinite(weighted_mean(merged.tokens, merged.sizes)).all()
