@@ -13,6 +13,7 @@ import click
 # subcommand -> "module:attr" of a click command
 TRAINERS: dict[str, str] = {
     "token-classifier": "ctxzip.compressors.train_token_classifier:token_classifier_command",
+    "xrag": "ctxzip.compressors.xrag_train:xrag_command",
 }
 
 
