@@ -137,6 +137,8 @@ port = {port}
 log_level = "warning"
 [upstreams.openai]
 url = "{upstream}/v1"
+[routes]
+messages = "openai"  # every route has an upstream: the local model is not loaded
 [compression]
 method = "{method}"
 min_tokens = 100

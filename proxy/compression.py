@@ -194,6 +194,10 @@ class CompressionService:
                     "compression_error", f"{type(exc).__name__}: {exc}"
                 ) from exc
             for i, new in zip(missing, fresh, strict=True):
+                if not any(t.strip() for t in new):
+                    # a method may drop everything it finds irrelevant; a chat message must
+                    # not arrive empty, so such a message goes as it was
+                    new = list(requests[i].contexts)
                 texts[i] = new
                 self._remember(keys[i], new)
         for k in keys:

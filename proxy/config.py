@@ -82,7 +82,7 @@ class RoutesConfig:
 @dataclass
 class CompressionConfig:
     enabled: bool = True
-    method: str = "truncate"
+    method: str = "extractive"  # query-aware; "truncate" needs no model
     options: dict[str, Any] = field(default_factory=dict)
     tokenizer: str = "gpt-4o"
     rate: float = 0.5
