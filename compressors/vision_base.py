@@ -163,9 +163,36 @@ class VisionCompressor:
         return (await asyncio.to_thread(self.compress_batch, [request]))[0]
 
     def compress_batch(self, requests: Sequence[VisionRequest]) -> list[VisionCompressionResult]:
-        """Each request's images in model batches of `batch_size`."""
+        """Many requests, in model batches of `batch_size`: requests that share a budget, a
+        query and an image size go through the encoder together (`seconds` is a request's own
+        preprocessing plus the wall time of the group that carried it)."""
         requests = [r if isinstance(r, VisionRequest) else VisionRequest.of(*r) for r in requests]
-        return [self._one(r) for r in requests]
+        pixels, prep = [], []
+        for request in requests:
+            start = time.perf_counter()
+            pixels.append(self.pixels(request.images))
+            prep.append(time.perf_counter() - start)
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for i, (request, p) in enumerate(zip(requests, pixels, strict=True)):
+            groups.setdefault((request.budget, request.query, tuple(p.shape[1:])), []).append(i)
+        results: list[VisionCompressionResult | None] = [None] * len(requests)
+        for members in groups.values():
+            start = time.perf_counter()
+            state, reason = self._encode(
+                torch.cat([pixels[i] for i in members]), requests[members[0]]
+            )
+            seconds = time.perf_counter() - start
+            offset = 0
+            for i in members:
+                n = pixels[i].shape[0]
+                part = TokenState(
+                    state.tokens[offset : offset + n],
+                    state.sizes[offset : offset + n],
+                    state.source[offset : offset + n],
+                )
+                results[i] = self._result(part, requests[i], prep[i] + seconds, reason)
+                offset += n
+        return [r for r in results if r is not None]
 
     def pixels(self, images: Any) -> torch.Tensor:
         if isinstance(images, torch.Tensor):
@@ -177,30 +204,38 @@ class VisionCompressor:
         except (TypeError, ValueError, OSError) as exc:
             raise InputError(f"cannot read images: {exc}") from exc
 
-    def _one(self, request: VisionRequest) -> VisionCompressionResult:
-        start = time.perf_counter()
-        pixels = self.pixels(request.images)
+    def _encode(
+        self, pixels: torch.Tensor, request: VisionRequest
+    ) -> tuple[TokenState, str | None]:
         states, reasons = [], []
         with self._lock, torch.inference_mode():
             for i in range(0, pixels.shape[0], self.batch_size):
                 state, reason = self._reduce(pixels[i : i + self.batch_size], request)
                 states.append(state)
                 reasons.append(reason)
-        tokens = torch.cat([s.tokens for s in states])
-        n_images, n_tokens = tokens.shape[0], states[0].source.shape[1]
-        tokens_in = n_images * n_tokens
+        merged = TokenState(
+            torch.cat([s.tokens for s in states]),
+            torch.cat([s.sizes for s in states]),
+            torch.cat([s.source for s in states]),
+        )
+        return merged, next((r for r in reasons if r), None)
+
+    def _result(
+        self, state: TokenState, request: VisionRequest, seconds: float, reason: str | None
+    ) -> VisionCompressionResult:
+        n_images, n_tokens = state.tokens.shape[0], state.source.shape[1]
         return VisionCompressionResult(
-            tokens=tokens,
-            sizes=torch.cat([s.sizes for s in states]),
-            source=torch.cat([s.source for s in states]),
-            tokens_in=tokens_in,
-            tokens_out=n_images * tokens.shape[1],
+            tokens=state.tokens,
+            sizes=state.sizes,
+            source=state.source,
+            tokens_in=n_images * n_tokens,
+            tokens_out=n_images * state.tokens.shape[1],
             requested_rate=request.budget.requested_rate(n_tokens),
-            seconds=time.perf_counter() - start,
+            seconds=seconds,
             method=self.name,
             budget=request.budget,
-            reason=next((r for r in reasons if r), None),
-            extra={"tokens_per_image_in": n_tokens, "tokens_per_image_out": tokens.shape[1]},
+            reason=reason,
+            extra={"tokens_per_image_in": n_tokens, "tokens_per_image_out": state.tokens.shape[1]},
         )
 
     def _reduce(

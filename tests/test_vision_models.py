@@ -57,6 +57,20 @@ def test_merge_on_real_vit(merger, photos, full) -> None:  # type: ignore[no-unt
     assert result.to_dict()["rate"] == pytest.approx(128 / 514, abs=1e-6)
     cls = F.cosine_similarity(result.tokens[:, 0], full.tokens[:, 0]).min().item()
     assert cls >= 0.98
+    # requests sharing a budget share encoder batches; each gets its own slice back
+    from ctxzip.compressors.vision_base import VisionRequest
+
+    quarter = Budget(rate=0.25)
+    batch = merger.compress_batch(
+        [
+            VisionRequest.of(photos[:1], None, quarter),
+            VisionRequest.of(photos, None, Budget(rate=0.5)),
+            VisionRequest.of(photos[1:], None, quarter),
+        ]
+    )
+    assert [r.tokens.shape[:2] for r in batch] == [(1, 64), (2, 128), (1, 64)]
+    assert torch.allclose(torch.cat([batch[0].tokens, batch[2].tokens]), result.tokens, atol=1e-5)
+    assert batch[2].tokens_in == 257 and batch[1].tokens_out == 256
     target = merger.compress(photos, budget=Budget(target_tokens=100))
     assert target.tokens.shape[1] == 100
     # the plan is reset per call: full budget is bit-identical again
