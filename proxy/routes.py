@@ -339,7 +339,7 @@ class Handlers:
             self.metrics.fail(exc.code if exc.code.startswith("upstream_") else "upstream_connect")
             raise
         self.metrics.upstream_seconds.labels(route=route).observe(time.perf_counter() - sent)
-        status = upstream.status_code
+        status = upstream.status
         content_type = upstream.headers.get("content-type", "")
         metrics = self.metrics
 
@@ -350,9 +350,12 @@ class Handlers:
             log.info("%s %s -> %s %d %s %.1fms", method, route, target.name, status, result,
                      (time.perf_counter() - start) * 1000)  # fmt: skip
 
-        return Relay(status, response_headers(upstream) + extra, upstream.aiter_raw(),
+        async def aclose() -> None:
+            upstream.close()  # read to the end: already back in the pool; else the link is cut
+
+        return Relay(status, response_headers(upstream) + extra, upstream.content.iter_any(),
                      protocol=protocol, is_sse="text/event-stream" in content_type,
-                     aclose=upstream.aclose, on_close=on_close)  # type: ignore[return-value]  # fmt: skip
+                     aclose=aclose, on_close=on_close)  # type: ignore[return-value]  # fmt: skip
 
     async def _local(
         self, data: dict[str, Any], protocol: Protocol, stream: bool,

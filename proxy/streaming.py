@@ -15,8 +15,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import anyio
-import httpx
 from ctxzip.proxy.errors import Protocol, sse_error
 
 log = logging.getLogger("ctxzip.proxy")
@@ -90,7 +90,7 @@ class Relay:
                 if chunk:
                     tail = (tail + chunk)[-2:]
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except (httpx.HTTPError, OSError) as exc:
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             outcome = "upstream_stream"
             log.warning("upstream stream broke: %s", type(exc).__name__)
             if self.is_sse:
