@@ -560,6 +560,47 @@ def fetch_remote_image(
     return fetch
 
 
+@dataclass
+class ImageBudgetSettings:
+    """What a proxy configuration says about images (e.g. an `[images]` table), and the one
+    call it makes per request: `outcome = await settings.aapply(body, protocol)`."""
+
+    enabled: bool = False
+    max_tokens: int = 1500  # per request, in the provider's image tokens
+    mode: Mode = "downscale"
+    allow_remote_urls: bool = False  # never fetch client-named URLs unless this is set
+    allowed_hosts: list[str] = field(default_factory=list)
+    max_image_bytes: int = 20 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"images.mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int):
+            raise ValueError("images.max_tokens must be an integer")
+        if self.max_tokens < 1:
+            raise ValueError("images.max_tokens must be >= 1")
+        if self.allow_remote_urls and not self.allowed_hosts:
+            raise ValueError("images.allow_remote_urls needs images.allowed_hosts")
+
+    def apply(self, body: dict[str, Any], protocol: Provider) -> ImageBudgetOutcome | None:
+        """The outcome for `body`, or None when image budgets are off."""
+        if not self.enabled:
+            return None
+        fetch = None
+        if self.allow_remote_urls:
+            fetch = fetch_remote_image(self.allowed_hosts, self.max_image_bytes)
+        return apply_image_budget(
+            body, protocol, self.max_tokens, mode=self.mode, fetch=fetch,
+            max_image_bytes=self.max_image_bytes,
+        )  # fmt: skip
+
+    async def aapply(self, body: dict[str, Any], protocol: Provider) -> ImageBudgetOutcome | None:
+        """`apply` off the event loop (decoding and resizing images is CPU work)."""
+        if not self.enabled:
+            return None
+        return await asyncio.to_thread(self.apply, body, protocol)
+
+
 # -- the compressor interface ---------------------------------------------------------------
 @dataclass
 class ImageBudgetResult:

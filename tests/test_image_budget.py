@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from ctxzip.compressors.image_budget import (
     ImageBudgetCompressor,
+    ImageBudgetSettings,
     anthropic_image_tokens,
     anthropic_size,
     apply_image_budget,
@@ -240,3 +241,33 @@ def test_compressor_interface() -> None:
         compressor.compress([])
     with pytest.raises(InputError, match="cannot read"):
         compressor.compress([b"not an image"])
+
+
+def test_settings_for_the_proxy() -> None:
+    import asyncio
+
+    body = {
+        "model": "gpt-4o",
+        "messages": [
+            {"role": "user", "content": [{"type": "image_url", "image_url": "https://x.test/a"}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": _data_url(_png(1024, 1024))}}
+                ],
+            },
+        ],
+    }
+    assert ImageBudgetSettings().apply(body, "openai") is None  # off by default
+    settings = ImageBudgetSettings(enabled=True, max_tokens=300)
+    out = asyncio.run(settings.aapply(body, "openai"))
+    assert out is not None and out.tokens_in == 765 and out.tokens_out <= 300
+    assert out.images[0].action == "skipped"  # remote URLs stay remote by default
+    with pytest.raises(ValueError, match="allowed_hosts"):
+        ImageBudgetSettings(enabled=True, allow_remote_urls=True)
+    with pytest.raises(ValueError, match="mode"):
+        ImageBudgetSettings(mode="blur")  # type: ignore[arg-type]
+    # an allow-listed fetcher refuses other hosts and plain http before any network use
+    fetch = ImageBudgetSettings(enabled=True, allow_remote_urls=True, allowed_hosts=["img.test"])
+    refused = fetch.apply(body, "openai")
+    assert refused is not None and "not allowed" in (refused.images[0].reason or "")
