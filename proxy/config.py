@@ -123,10 +123,9 @@ class LimitsConfig:
 
 @dataclass
 class TimeoutsConfig:
-    connect_s: float = 5.0
-    read_s: float = 600.0
-    write_s: float = 60.0
-    pool_s: float = 10.0
+    connect_s: float = 5.0  # TCP (and TLS) connect to the upstream
+    read_s: float = 600.0  # longest silence while waiting for response bytes
+    pool_s: float = 10.0  # longest wait for a free pooled connection
     retries: int = 2  # extra attempts after a connect error
     backoff_s: float = 0.2
 
