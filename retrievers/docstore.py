@@ -181,6 +181,10 @@ class DocStore:
             rows = self._conn.execute(f"SELECT rid FROM docs WHERE {where}", params).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
+    def all_rids(self) -> list[int]:
+        with self._lock:
+            return [r[0] for r in self._conn.execute("SELECT rid FROM docs")]
+
     def filter_ids(self, conditions: list[Condition]) -> list[str]:
         where, params = to_sql(conditions)
         with self._lock:

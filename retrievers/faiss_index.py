@@ -3,9 +3,9 @@
 Ids are the docstore's int64 row ids. Flat wraps `IndexIDMap` (removal works); IVF-PQ
 stores ids in its inverted lists (removal works) and, until it has `train_min` vectors
 to learn its centroids from, runs as an exact Flat index ("staging"); HNSW cannot
-remove vectors, so deleted ids stay in the graph as tombstones that searches skip and
-a rebuild drops. Cosine is inner product over L2-normalised vectors (the caller
-normalises).
+remove vectors, so deleted ids stay in the graph as tombstones that an ID selector
+excludes inside the search (results stay full, cost stays flat) and a rebuild drops.
+Cosine is inner product over L2-normalised vectors (the caller normalises).
 """
 
 from __future__ import annotations
@@ -38,12 +38,15 @@ class IndexSpec:
     pq_m: int | None = None  # PQ sub-quantisers; default dim/4 (a quarter of a byte per dim)
     pq_bits: int = 8
     train_min: int = 10_000  # vectors needed before IVF-PQ trains (staging Flat before)
+    rerank: int = 8  # IVF-PQ: re-score k*rerank PQ candidates exactly (docstore vectors); 1 = off
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise InputError(f"index type must be one of {KINDS}, got {self.kind!r}")
         if self.metric not in METRICS:
             raise InputError(f"metric must be one of {METRICS}, got {self.metric!r}")
+        if self.rerank < 1:
+            raise InputError(f"rerank must be >= 1, got {self.rerank}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,7 +65,7 @@ class FaissIndex:
         self.spec = spec
         self.trained = False  # IVF-PQ only: False while staging on Flat
         self.nlist = 0
-        self.stale = 0  # HNSW tombstones
+        self._set_tombstones(set())
         self.index = self._empty_staging() if spec.kind == "ivfpq" else self._empty()
 
     # -- construction -------------------------------------------------------------------
@@ -115,7 +118,7 @@ class FaissIndex:
             vec_parts.append(prepare(vecs, normalize))
         rids = np.concatenate(rids_parts) if rids_parts else np.empty(0, np.int64)
         vecs = np.concatenate(vec_parts) if vec_parts else np.empty((0, self.dim), np.float32)
-        self.stale = 0
+        self._set_tombstones(set())
         if self.spec.kind == "ivfpq" and len(vecs) >= self.spec.train_min:
             rng = np.random.default_rng(0)
             cap = 256 * 256  # enough for the centroids and the PQ codebooks
@@ -137,9 +140,21 @@ class FaissIndex:
         if not len(arr):
             return
         if self.spec.kind == "hnsw":
-            self.stale += len(arr)
+            self._set_tombstones(self._tombstones | {int(r) for r in arr})
         else:
             self.index.remove_ids(faiss.IDSelectorBatch(arr))
+
+    def _set_tombstones(self, rids: set[int]) -> None:
+        """HNSW: ids deleted but still in the graph, and the selector that hides them."""
+        self._tombstones = rids
+        self._hide: Any = None
+        if rids:
+            self._hide_ids = faiss.IDSelectorBatch(np.fromiter(rids, np.int64, len(rids)))
+            self._hide = faiss.IDSelectorNot(self._hide_ids)
+
+    @property
+    def stale(self) -> int:
+        return len(self._tombstones)
 
     @property
     def ntotal(self) -> int:
@@ -159,7 +174,8 @@ class FaissIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rids) of shape (n, k'); rid -1 pads missing results."""
         k = max(1, min(k, self.ntotal))
-        sel = faiss.IDSelectorBatch(allowed) if allowed is not None else None
+        # `allowed` comes from the docstore, so it never names a deleted id.
+        sel = faiss.IDSelectorBatch(allowed) if allowed is not None else self._hide
         params: Any
         if self.spec.kind == "hnsw":
             params = faiss.SearchParametersHNSW()
@@ -189,17 +205,29 @@ class FaissIndex:
         }
 
     @classmethod
-    def read(cls, path: str, dim: int, spec: IndexSpec, state: dict[str, Any]) -> FaissIndex:
+    def read(
+        cls, path: str, dim: int, spec: IndexSpec, state: dict[str, Any], live: Iterable[int]
+    ) -> FaissIndex:
+        """Read an index file; `live` (the docstore's rids) tells HNSW which ids are tombstones."""
+        from ctxzip.retrievers.errors import StoreCorruptError
+
         self = cls.__new__(cls)
         self.dim, self.spec = dim, spec
         self.index = faiss.read_index(path)
         self.trained = bool(state.get("trained", False))
         self.nlist = int(state.get("nlist", 0))
-        self.stale = int(state.get("stale", 0))
         if self.index.d != dim:
-            from ctxzip.retrievers.errors import StoreCorruptError
-
             raise StoreCorruptError(f"index file has dimension {self.index.d}, manifest says {dim}")
+        tombstones: set[int] = set()
+        if spec.kind == "hnsw" and int(state.get("stale", 0)):
+            stored = faiss.vector_to_array(self.index.id_map)
+            tombstones = {int(r) for r in stored} - set(live)
+        self._set_tombstones(tombstones)
+        if self.stale != int(state.get("stale", 0)):
+            raise StoreCorruptError(
+                f"index and docstore disagree ({self.stale} deleted ids in the index, "
+                f"manifest says {state.get('stale')})"
+            )
         return self
 
     def nbytes(self) -> int:

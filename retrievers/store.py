@@ -174,21 +174,31 @@ class FaissStore(BaseStore):
         conditions: list[Condition],
         ef_search: int | None = None,
         nprobe: int | None = None,
+        rerank: int | None = None,
         exact_below: int = 2048,
     ) -> list[tuple[Document, float]]:
         """Filtered search pre-filters in SQLite; tiny candidate sets are scored exactly.
 
-        `ef_search` (HNSW) and `nprobe` (IVF-PQ) trade speed for recall per call.
+        `ef_search` (HNSW), `nprobe` and `rerank` (IVF-PQ) trade speed for recall per call.
+        A trained IVF-PQ index proposes `k * rerank` candidates by their compressed codes;
+        their exact scores come from the raw vectors in the docstore (on disk), so the
+        index in RAM stays small and the scores returned are exact.
         """
         query = prepare(vector, self.metric == "cosine")
+        rerank = self.spec.rerank if rerank is None else rerank
+        if rerank < 1:
+            raise InputError(f"rerank must be >= 1, got {rerank}")
         with self._lock.read():
             if self._index.ntotal == 0:
                 return []
             allowed = self._docs.filter_rids(conditions) if conditions else None
             if allowed is not None and len(allowed) <= exact_below:
                 return self._exact(query[0], allowed, k)
-            fetch = k + (self._index.stale if allowed is None else 0)
+            refine = self._index.trained and rerank > 1
+            fetch = k * rerank if refine else k
             scores, rids = self._index.search(query, fetch, allowed, ef_search, nprobe)
+            if refine:
+                return self._exact(query[0], rids[0][rids[0] >= 0], k)
             pairs = [(int(r), float(s)) for r, s in zip(rids[0], scores[0], strict=True) if r >= 0]
             rows = self._docs.rows_by_rids([r for r, _ in pairs])
         hits = [
@@ -319,6 +329,7 @@ class FaissStore(BaseStore):
             dim,
             spec,
             manifest.get("index_state", {}),
+            self._docs.all_rids(),
         )
         counts = manifest.get("counts", {})
         if (len(self), self._index.ntotal) != (
