@@ -38,7 +38,11 @@ warnings.filterwarnings("ignore")
 from pydoc_data.topics import topics  # noqa: E402
 
 import numpy as np  # noqa: E402
-from ctxzip.compressors.extractive import ExtractiveCompressor, bm25_scores  # noqa: E402
+from ctxzip.compressors.extractive import (  # noqa: E402
+    DEFAULT_THRESHOLD,
+    ExtractiveCompressor,
+    bm25_scores,
+)
 from tqdm import tqdm  # noqa: E402
 
 from ctxzip import Budget  # noqa: E402
@@ -259,7 +263,7 @@ def plot_speed(rows: list[tuple[Any, ...]], path: Path, args: argparse.Namespace
 def calibrate(args: argparse.Namespace) -> None:
     """Best-sentence cosine for related, gold-less and unrelated queries."""
     data = cases(args.docs, args.limit)
-    comp = ExtractiveCompressor(threshold=None, device="cpu")
+    comp = ExtractiveCompressor(model=args.model, threshold=None, device="cpu")
     budget = Budget(rate=args.rate)
     rng = random.Random(5)
     pool = [c for case in data for c in case["contexts"]]
@@ -279,7 +283,7 @@ def calibrate(args: argparse.Namespace) -> None:
             f"median {np.median(v):.3f}  p95 {np.percentile(v, 95):.3f}  max {v.max():.3f}"
         )
     rel, unrel = np.array(groups["related"]), np.array(groups["unrelated"])
-    for t in (0.15, 0.2, 0.25, 0.3, 0.35):
+    for t in (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45):
         print(
             f"threshold {t:.2f}: related kept {100 * (rel >= t).mean():5.1f}%  "
             f"unrelated skipped {100 * (unrel < t).mean():5.1f}%"
@@ -294,7 +298,7 @@ def calibrate(args: argparse.Namespace) -> None:
     for name, values in groups.items():
         ax.hist(values, bins=bins, alpha=0.55, label=f"{name} (n={len(values)})")
     ax.axvline(args.threshold, color="k", ls="--", label=f"default threshold {args.threshold}")
-    ax.set_xlabel("best sentence cosine to the query (all-MiniLM-L6-v2)")
+    ax.set_xlabel(f"best sentence cosine to the query ({args.model.split('/')[-1]})")
     ax.set_ylabel("queries")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -311,9 +315,19 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=0.33)
     p.add_argument("--coarse", type=float, default=2.0, help="coarse pass factor (fast)")
     p.add_argument("--calibrate", action="store_true")
-    p.add_argument("--threshold", type=float, default=0.2, help="line drawn on the plot")
+    p.add_argument("--model", default=MODEL, help="encoder to calibrate (--calibrate)")
+    p.add_argument(
+        "--threshold", type=float, default=DEFAULT_THRESHOLD, help="line drawn on the plot"
+    )
+    p.add_argument(
+        "--threads", type=int, default=0, help="torch threads for every system (0: default)"
+    )
     p.add_argument("--out", default=str(ROOT / "docs" / "img"))
     args = p.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     calibrate(args) if args.calibrate else benchmark(args)
 
 
