@@ -256,14 +256,63 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def docstore_memory(rows: int, dim: int = 384) -> str:
+    """RSS growth while the docstore takes `rows` vectors: the scratch database should
+    level off near its page cache (`docstore.CACHE_MB`); the baseline, the same docstore
+    on an in-memory SQLite database (the old working copy), grows with the data. Each
+    runs in a fresh process so one does not reuse memory the other freed."""
+    import subprocess
+
+    lines = []
+    for variant in ("scratch", "memory"):
+        out = subprocess.run(
+            [sys.executable, __file__, "--docstore-child", variant, "--docstore-rows", str(rows)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        lines.append(out.stdout.rstrip())
+    return "\n".join(lines)
+
+
+def _docstore_child(variant: str, rows: int, dim: int = 384) -> None:
+    import sqlite3
+
+    import psutil
+    from ctxzip.retrievers.docstore import CACHE_MB, DocStore
+
+    proc = psutil.Process()
+    if variant == "scratch":
+        store = DocStore.new(dim)
+        print(f"docstore on a scratch file, {CACHE_MB} MB page cache (ctxzip):")
+    else:
+        store = DocStore(sqlite3.connect(":memory:", check_same_thread=False), dim)
+        print("baseline: the same docstore on an in-memory SQLite database:")
+    vecs = np.random.default_rng(0).normal(size=(10_000, dim)).astype(np.float32)
+    base = proc.memory_info().rss
+    for b in range(rows // 10_000):
+        ids = [f"{b}-{i}" for i in range(10_000)]
+        store.insert(ids, ["x" * 100] * 10_000, [{}] * 10_000, vecs)
+        if (b + 1) % max(1, rows // 40_000) == 0 or b + 1 == rows // 10_000:
+            data = (b + 1) * 10_000 * (dim * 4 + 100) / 2**20
+            grown = (proc.memory_info().rss - base) / 2**20
+            print(f"  {(b + 1) * 10_000:>8,} rows ({data:4.0f} MB of data): RSS +{grown:.0f} MB")
+    store.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=500)
     ap.add_argument("--real-n", type=int, default=4000, help="real chunks to embed (0 skips)")
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--docstore-rows", type=int, default=200_000, help="0 skips")
     ap.add_argument("--threads", type=int, default=1, help="faiss/torch threads (0: theirs)")
+    ap.add_argument("--docstore-child", choices=["scratch", "memory"], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.docstore_child:
+        _docstore_child(args.docstore_child, args.docstore_rows)
+        return
     import faiss
     import torch
 
@@ -276,8 +325,12 @@ def main() -> None:
         f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}",
         file=sys.stderr,
     )
-    base, queries = synthetic(args.n, args.queries)
-    rows = run(f"synthetic {args.n:,} x 384", base, queries, args.k, {})
+    memory = docstore_memory(args.docstore_rows) if args.docstore_rows else ""
+    print(memory, file=sys.stderr)
+    rows = []
+    if args.n:
+        base, queries = synthetic(args.n, args.queries)
+        rows += run(f"synthetic {args.n:,} x 384", base, queries, args.k, {})
     if args.real_n:
         from ctxzip.retrievers import SentenceTransformerEmbedder
 
@@ -303,13 +356,15 @@ def main() -> None:
             args.k,
             {"train_min": min(10_000, n_real), "pq_bits": 8 if n_real >= 10_000 else 6},
         )
-    out = table(rows)
+    out = (table(rows) if rows else "") + ("\n\n" + memory if memory else "")
     print(out)
     results = Path(__file__).parent / "results"
     results.mkdir(exist_ok=True)
     (results / "store.md").write_text(out + "\n")
-    plot(rows, results / "store.png")
-    print(f"wrote {results / 'store.md'} and {results / 'store.png'}", file=sys.stderr)
+    print(f"wrote {results / 'store.md'}", file=sys.stderr)
+    if rows:
+        plot(rows, results / "store.png")
+        print(f"wrote {results / 'store.png'}", file=sys.stderr)
 
 
 if __name__ == "__main__":
