@@ -180,12 +180,13 @@ class CompressionService:
         texts: list[list[str] | None] = [self._cache.get(k) for k in keys]
         missing = [i for i, t in enumerate(texts) if t is None]
         if missing:
+            job = asyncio.ensure_future(batcher.submit([requests[i] for i in missing]))
             try:
-                fresh = await asyncio.wait_for(
-                    asyncio.shield(batcher.submit([requests[i] for i in missing])),
-                    self.timeout_s,
-                )
+                fresh = await asyncio.wait_for(asyncio.shield(job), self.timeout_s)
             except TimeoutError:
+                # this request goes uncompressed; the work still finishes and is kept, so a
+                # retry or the next turn of the same conversation gets the compressed text
+                job.add_done_callback(lambda j: self._keep(j, missing, requests, keys))
                 raise CompressionFailed(
                     "compression_timeout", f"compression took over {self.timeout_s:g}s"
                 ) from None
@@ -194,12 +195,7 @@ class CompressionService:
                     "compression_error", f"{type(exc).__name__}: {exc}"
                 ) from exc
             for i, new in zip(missing, fresh, strict=True):
-                if not any(t.strip() for t in new):
-                    # a method may drop everything it finds irrelevant; a chat message must
-                    # not arrive empty, so such a message goes as it was
-                    new = list(requests[i].contexts)
-                texts[i] = new
-                self._remember(keys[i], new)
+                texts[i] = self._store(keys[i], requests[i], new)
         for k in keys:
             if k in self._cache:
                 self._cache.move_to_end(k)
@@ -210,6 +206,21 @@ class CompressionService:
         tokens_out = tokens_in - active_in + compressed_tokens
         return Outcome(out_body, "applied", method, tokens_in, tokens_out,
                        time.perf_counter() - start, extra={"messages": len(requests)})  # fmt: skip
+
+    def _store(self, key: str, request: CompressionRequest, texts: list[str]) -> list[str]:
+        if not any(t.strip() for t in texts):
+            # a method may drop everything it finds irrelevant; a chat message must not
+            # arrive empty, so such a message goes as it was
+            texts = list(request.contexts)
+        self._remember(key, texts)
+        return texts
+
+    def _keep(self, job: asyncio.Future[list[list[str]]], missing: list[int],
+              requests: list[CompressionRequest], keys: list[str]) -> None:  # fmt: skip
+        if job.cancelled() or job.exception() is not None:
+            return
+        for i, new in zip(missing, job.result(), strict=True):
+            self._store(keys[i], requests[i], new)
 
     def _remember(self, key: str, texts: list[str]) -> None:
         if self.cache_size <= 0:

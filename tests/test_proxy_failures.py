@@ -130,6 +130,12 @@ def test_compressor_timeout_fails_open(upstream):
         assert r.headers["x-ctxzip-compression"] == "skipped; reason=compression_timeout"
         assert upstream.last["json"]["messages"][0]["content"] == LONG_CONTEXT
         assert metric(url, 'ctxzip_proxy_failures_total{kind="compression_timeout"}') == 1
+        # the late result is kept: once it lands, the same request goes compressed at once
+        deadline = time.perf_counter() + 10
+        while (r := chat(url)).headers["x-ctxzip-compression"] != "applied":
+            assert time.perf_counter() < deadline
+            time.sleep(0.2)
+        assert upstream.last["json"]["messages"][0]["content"] == LONG_CONTEXT[:5]
 
 
 def test_connect_errors_retried_then_502_in_protocol():
