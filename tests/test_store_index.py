@@ -68,3 +68,18 @@ def test_ivfpq_reranks_candidates_with_exact_scores():
     assert recall[8] > recall[1] and recall[8] >= 0.9, recall
     with pytest.raises(InputError):
         store.search_by_vector(queries[0], k=3, rerank=0)
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_inner_product_metric_scores_raw_dot_products(kind):
+    rng = np.random.default_rng(3)
+    vecs = (rng.normal(size=(200, DIM)) * rng.uniform(0.5, 3, size=(200, 1))).astype(np.float32)
+    ids = [str(i) for i in range(200)]
+    store = FaissStore(dim=DIM, index=kind, metric="ip")
+    store.add_texts([f"t{i}" for i in ids], ids=ids, vectors=vecs)
+    q = rng.normal(size=DIM).astype(np.float32)
+    hits = store.search_by_vector(q, k=5)
+    dots = vecs @ q
+    assert [int(h.id) for h in hits] == list(np.argsort(-dots)[:5])
+    np.testing.assert_allclose([h.score for h in hits], np.sort(dots)[::-1][:5], rtol=1e-4)
+    np.testing.assert_array_equal(store.get_vectors(["7"])[0], vecs[7])  # stored as given
