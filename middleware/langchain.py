@@ -253,10 +253,15 @@ class _PromptCompression:
                 "tokens_out": result.tokens_out,
                 "reason": result.reason,
             }
+            content = body["messages"][i]["content"]
+            if not any(t.strip() for t in result.texts):
+                # nothing kept (selective augmentation, tiny budget): a chat message is
+                # not a retrieved document, and an empty turn breaks providers' APIs,
+                # so the message stays as it was; the metadata says why
+                content = messages[i].content
+                stats["unchanged"] = True
             meta = {**messages[i].response_metadata, METADATA_KEY: stats}
-            out[i] = messages[i].model_copy(
-                update={"content": body["messages"][i]["content"], "response_metadata": meta}
-            )
+            out[i] = messages[i].model_copy(update={"content": content, "response_metadata": meta})
         return out
 
 

@@ -160,6 +160,15 @@ async def test_runnable_compresses_only_allowed_messages() -> None:
         assert "global" in out[4].content
 
 
+def test_runnable_never_empties_a_message() -> None:
+    background = HumanMessage("Background:\n" + topics["global"])
+    question = HumanMessage("Who painted the Mona Lisa?")  # unrelated: augmentation skips
+    out = compression_runnable(rate=0.3).invoke([background, question])
+    assert out[0].content == background.content and out[1] is question
+    stats = out[0].response_metadata[METADATA_KEY]
+    assert stats["unchanged"] and "selective augmentation" in stats["reason"]
+
+
 def test_runnable_in_an_lcel_chain() -> None:
     prompt = ChatPromptTemplate.from_messages(
         [("system", "Answer from the context."), ("human", "{context}\n\nQuestion: {question}")]
