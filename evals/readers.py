@@ -12,6 +12,11 @@ Both readers use one fixed prompt, so scores compare across methods and runs:
 
 With no context (the no-context baseline) the user turn is ``Question: ...\\nAnswer:``.
 Decoding is greedy (temperature 0); only the first line of the reply is kept.
+
+A method whose compressed context is not text (xRAG's soft tokens) answers through a
+`LocalReader`'s own model: it gets the reader and uses `model`, `hf_tokenizer`,
+`prompt()` (this template as the model's chat text), `max_new_tokens` and `device`;
+see `ctxzip.evals.hooks`.
 """
 
 from __future__ import annotations
@@ -102,6 +107,37 @@ class LocalReader:
         self.max_input_tokens = max_input_tokens
         self._model, self._tok = load_causal_lm(model, device=device)
 
+        cfg = self._model.config
+        layers = int(getattr(cfg, "num_hidden_layers", 0) or 0)
+        hidden = int(getattr(cfg, "hidden_size", 0) or 0)
+        vocab = int(getattr(cfg, "vocab_size", 0) or 0)
+        total = sum(p.numel() for p in self._model.parameters())
+        self._dense_params = max(total - vocab * hidden, 0)  # embeddings cost no FLOPs
+        self._attn = 2 * layers * hidden
+
+    @property
+    def model(self) -> Any:
+        """The Hugging Face causal LM (for methods that read with it, e.g. soft tokens)."""
+        return self._model
+
+    @property
+    def hf_tokenizer(self) -> Any:
+        """Its tokenizer (left padding, pad = eos when the model has no pad token)."""
+        return self._tok
+
+    @property
+    def device(self) -> Any:
+        return next(self._model.parameters()).device
+
+    def prefill_flops(self, prompt_tokens: int) -> float:
+        """Estimated forward FLOPs of reading a prompt: 2·N·T + 2·layers·d·T² (Kaplan et al.).
+
+        N is the parameter count without the token embeddings; the second term is
+        attention (scores and weighted sum). An estimate for comparing conditions.
+        """
+        t = float(prompt_tokens)
+        return 2.0 * self._dense_params * t + self._attn * t * t
+
     def config(self) -> dict[str, Any]:
         return {
             "reader": self.name,
@@ -110,7 +146,8 @@ class LocalReader:
             "system": SYSTEM_PROMPT,
         }
 
-    def _prompt(self, question: str, context: str) -> str:
+    def prompt(self, question: str, context: str) -> str:
+        """The fixed template as this model's chat text (the context cut to fit the window)."""
         tok = self._tok
         ids = tok.encode(context, add_special_tokens=False) if context else []
         room = self.max_input_tokens - len(tok.encode(question, add_special_tokens=False)) - 64
@@ -125,10 +162,10 @@ class LocalReader:
     def answer(self, questions: Sequence[str], contexts: Sequence[str]) -> list[Answer]:
         import torch
 
-        prompts = [self._prompt(q, c) for q, c in zip(questions, contexts, strict=True)]
+        prompts = [self.prompt(q, c) for q, c in zip(questions, contexts, strict=True)]
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         out: list[Answer | None] = [None] * len(prompts)
-        device = next(self._model.parameters()).device
+        device = self.device
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             batch = self._tok(

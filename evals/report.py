@@ -1,7 +1,9 @@
 """Summaries of a sweep: per (method, rate) scores with intervals, files, a markdown table.
 
 Rates are kept fractions (tokens_out / tokens_in, in the reader's tokenizer); the
-ratio column is the "Nx" convention (tokens_in / tokens_out).
+ratio column is the "Nx" convention (tokens_in / tokens_out). Prefill is what the reader
+actually read (prompt tokens, its own tokenizer, template included) and its estimated
+FLOPs; "saved" compares them with the full-context baseline of the same run.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ctxzip.evals import metrics
-from ctxzip.evals.baselines import FIXED
+from ctxzip.evals.baselines import FIXED, FULL
 
 _CSV_FIELDS = [
     "method",
@@ -41,11 +43,17 @@ _CSV_FIELDS = [
     "compress_p95",
     "reader_p50",
     "reader_p95",
+    "prefill_tokens",
+    "prefill_flops",
+    "prefill_saved",
+    "flops_saved",
 ]
 
 
-def _mean(xs: Sequence[float]) -> float:
-    return sum(xs) / len(xs) if xs else math.nan
+def _mean(xs: Sequence[float | None]) -> float:
+    """Mean of the values that exist (None = not defined for this item); nan for none."""
+    vals = [x for x in xs if x is not None]
+    return sum(vals) / len(vals) if vals else math.nan
 
 
 def summarize(records: Sequence[dict[str, Any]], seed: int = 0) -> list[dict[str, Any]]:
@@ -77,8 +85,12 @@ def summarize(records: Sequence[dict[str, Any]], seed: int = 0) -> list[dict[str
                 "compress_p95": metrics.percentile(comp, 95),
                 "reader_p50": metrics.percentile(read, 50),
                 "reader_p95": metrics.percentile(read, 95),
+                "prefill_tokens": _mean([r.get("prompt_tokens") for r in rs]),
+                "prefill_flops": _mean([r.get("prefill_flops") for r in rs]),
             }
         )
+        keys = dict.fromkeys(k for r in rs for k in (r.get("extra") or {}))
+        row["extra"] = {k: _mean([(r.get("extra") or {}).get(k) for r in rs]) for k in keys}
         buckets: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for r in rs:
             buckets[r["bucket"]].append(r)
@@ -92,7 +104,18 @@ def summarize(records: Sequence[dict[str, Any]], seed: int = 0) -> list[dict[str
             for b, v in sorted(buckets.items(), key=lambda kv: int(kv[0].split("-")[0].rstrip("+")))
         }
         rows.append(row)
+    full = next((r for r in rows if r["method"] == FULL), None)
+    for row in rows:
+        row["prefill_saved"] = _saved(row["prefill_tokens"], full and full["prefill_tokens"])
+        row["flops_saved"] = _saved(row["prefill_flops"], full and full["prefill_flops"])
     return rows
+
+
+def _saved(value: float, full: float | None) -> float:
+    """1 - value/full: the fraction of the full-context baseline's cost saved."""
+    if full is None or not full or math.isnan(value) or math.isnan(full):
+        return math.nan
+    return 1.0 - value / full
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
@@ -123,6 +146,8 @@ def markdown_table(rows: Sequence[dict[str, Any]], title: str = "") -> str:
         "ratio",
         "compress p50/p95 s",
         "reader p50 s",
+        "prefill tok",
+        "FLOPs saved",
     ]
     lines = [f"### {title}", ""] if title else []
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -144,10 +169,31 @@ def markdown_table(rows: Sequence[dict[str, Any]], title: str = "") -> str:
                     _fmt(r["ratio"], 2) + "x",
                     f"{_fmt(r['compress_p50'])}/{_fmt(r['compress_p95'])}",
                     _fmt(r["reader_p50"]),
+                    _fmt(r.get("prefill_tokens", math.nan), 0),
+                    _pct(r.get("flops_saved", math.nan)),
                 ]
             )
             + " |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def _pct(x: Any) -> str:
+    if not isinstance(x, float) or math.isnan(x):
+        return "-"
+    return f"{100 * x:.0f}%"
+
+
+def extra_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Means of the numbers methods report in `CompressionResult.extra` (empty if none)."""
+    rows = [r for r in rows if r.get("extra")]
+    if not rows:
+        return ""
+    lines = ["| method | rate | method-reported means |", "|---|---|---|"]
+    for r in rows:
+        cells = ", ".join(f"{k}={_fmt(v)}" for k, v in r["extra"].items())
+        rate = "-" if r["rate"] is None else f"{r['rate']:g}"
+        lines.append(f"| {r['method']} | {rate} | {cells} |")
     return "\n".join(lines) + "\n"
 
 
@@ -195,11 +241,16 @@ def write_outputs(
             ensure_ascii=False,
         )
     )
+    extra_keys = list(dict.fromkeys(k for r in rows for k in r.get("extra") or {}))
     with paths["csv"].open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=_CSV_FIELDS, extrasaction="ignore")
+        writer = csv.DictWriter(
+            fh, fieldnames=[*_CSV_FIELDS, *(f"x_{k}" for k in extra_keys)], extrasaction="ignore"
+        )
         writer.writeheader()
         for r in rows:
-            writer.writerow({k: _json_safe(r.get(k)) for k in _CSV_FIELDS})
+            cells = {k: _json_safe(r.get(k)) for k in _CSV_FIELDS}
+            cells.update({f"x_{k}": _json_safe(v) for k, v in (r.get("extra") or {}).items()})
+            writer.writerow(cells)
     title = (
         f"{meta.get('dataset')} · reader {meta.get('reader')} · tokens in "
         f"{meta.get('tokenizer')} · n={meta.get('n_items')}"
@@ -207,8 +258,11 @@ def write_outputs(
     note = (
         "rate = kept fraction asked (tokens_out/tokens_in); achieved = measured; "
         "ratio = tokens_in/tokens_out; retention = gold answer still in the context; "
-        "EM/F1/acc with SQuAD normalisation, best over gold answers; CI = 95% bootstrap.\n"
+        "EM/F1/acc with SQuAD normalisation, best over gold answers; CI = 95% bootstrap; "
+        "prefill tok = mean prompt tokens the reader read (its tokenizer, template included); "
+        "FLOPs saved = estimated prefill FLOPs saved against full context.\n"
     )
+    extra_md = extra_table(rows)
     failed = meta.get("failed") or {}
     failed_md = "".join(f"- {m} failed: {e}\n" for m, e in failed.items())
     paths["table"].write_text(
@@ -218,6 +272,11 @@ def write_outputs(
         + ("\n" + failed_md if failed_md else "")
         + "\n#### F1 by context length\n\n"
         + length_table(rows)
+        + (
+            "\n#### Method-reported numbers (CompressionResult.extra)\n\n" + extra_md
+            if extra_md
+            else ""
+        )
     )
     return paths
 
@@ -225,6 +284,8 @@ def write_outputs(
 def _json_safe(v: Any) -> Any:
     if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
         return None
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
     return v
 
 

@@ -3,6 +3,8 @@
 Compress every item with every (method, rate), then ask the reader about every
 distinct prompt, then score. Each finished compression and answer is appended to
 ``<out>/cache/*.jsonl`` at once, so a rerun with the same settings skips what is done.
+Methods whose output is not text (xRAG) answer through the reader's model themselves,
+and methods add their own numbers through `CompressionResult.extra`: see `hooks`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from ctxzip.evals import metrics
 from ctxzip.evals.baselines import FIXED, FULL, NO_CONTEXT, RANDOM, TRUNCATE, RandomSentenceDrop
 from ctxzip.evals.cache import JsonlCache, key_of
 from ctxzip.evals.datasets import QAItem
-from ctxzip.evals.readers import Reader
+from ctxzip.evals.hooks import numeric_extra, reads_itself
+from ctxzip.evals.readers import Answer, Reader
 from tqdm import tqdm
 
 from ctxzip.budget import Budget
@@ -28,8 +31,10 @@ from ctxzip.errors import InputError
 from ctxzip.result import CompressionRequest
 from ctxzip.tokens import get_tokenizer
 
-NON_TEXT_PREFIXES = ("vision", "xrag")
-"""Registered methods whose output is not text a reader can take (skipped by `all`)."""
+NON_TEXT_PREFIXES = ("vision",)
+"""Registered methods whose output a text reader cannot take at all (skipped by `all`).
+
+Soft-token methods (xrag) are in `all`: they answer through the reader's model (hooks)."""
 SKIP_BY_DEFAULT = ("noop",)
 """Methods `all` leaves out because a baseline already measures them (noop == full)."""
 
@@ -146,6 +151,7 @@ class Sweep:
         self.answers = JsonlCache(self.out / "cache" / "answers.jsonl")
         self.errors: dict[str, str] = {}
         self._compressors: dict[str, Compressor] = {}
+        self._self_reading: dict[str, bool] = {}
 
     def _ckey(self, cond: Condition, item: QAItem) -> str:
         options = self.config.method_options.get(cond.method, {})
@@ -189,7 +195,9 @@ class Sweep:
             chunk = self.items[start : start + block]
             for cond in conds:
                 if cond.rate is not None:
+                    bar.set_postfix_str(f"compress {cond.label}", refresh=True)
                     self._compress(cond, chunk)
+            bar.set_postfix_str("read", refresh=True)
             self._read(self._prompts(conds, chunk))
             bar.update(len(chunk))
         bar.close()
@@ -203,7 +211,19 @@ class Sweep:
             )
         return self._compressors[method]
 
+    def _reads_itself(self, method: str) -> bool:
+        if method not in self._self_reading:
+            self._self_reading[method] = method != RANDOM and reads_itself(method)
+        return self._self_reading[method]
+
+    def _skey(self, cond: Condition, item: QAItem) -> str:
+        """Answer key of a method that reads itself (its context is not text)."""
+        return key_of("s1", self._ckey(cond, item), self.reader.config())
+
     def _compress(self, cond: Condition, items: Sequence[QAItem]) -> None:
+        if self._reads_itself(cond.method):
+            self._compress_and_read(cond, items)
+            return
         todo = [it for it in items if self._ckey(cond, it) not in self.compressions]
         if not todo or cond.method in self.errors:
             return
@@ -224,20 +244,47 @@ class Sweep:
                 self._fail(cond.method, exc)
                 return
             if not all(isinstance(t, str) for res in results for t in res.texts):
-                self._fail(cond.method, TypeError("the method does not return text"))
+                self._fail(
+                    cond.method,
+                    TypeError("the method returns no text and has no eval_answers hook"),
+                )
                 return
             for it, res in zip(chunk, results, strict=True):
-                self.compressions.put(
-                    self._ckey(cond, it),
-                    {
-                        "texts": res.texts,
-                        "tokens_in": res.tokens_in,
-                        "tokens_out": res.tokens_out,
-                        "requested_rate": res.requested_rate,
-                        "seconds": res.seconds,
-                        "reason": res.reason,
-                    },
-                )
+                self.compressions.put(self._ckey(cond, it), _compression_record(res))
+
+    def _compress_and_read(self, cond: Condition, items: Sequence[QAItem]) -> None:
+        """A method that answers through the reader's model: compress and answer together."""
+        todo = [it for it in items if self._skey(cond, it) not in self.answers]
+        if not todo or cond.method in self.errors:
+            return
+        if not hasattr(self.reader, "hf_tokenizer"):
+            self._fail(
+                cond.method, InputError("it reads through a local model: use a local reader")
+            )
+            return
+        try:
+            comp = self._compressor(cond.method)
+        except Exception as exc:
+            self._fail(cond.method, exc)
+            return
+        assert cond.rate is not None
+        budget = Budget(rate=cond.rate)
+        step = max(1, self.config.compress_batch)
+        _seed_everything(self.config.seed)
+        for start in range(0, len(todo), step):
+            chunk = todo[start : start + step]
+            requests = [CompressionRequest.of(it.contexts, it.question, budget) for it in chunk]
+            try:
+                pairs = list(comp.eval_answers(requests, self.reader))  # type: ignore[attr-defined]
+                if len(pairs) != len(chunk):
+                    raise ValueError(f"{len(pairs)} answers for {len(chunk)} requests")
+                answers = [_answer_of(a) for _, a in pairs]
+            except Exception as exc:
+                self._fail(cond.method, exc)
+                return
+            for it, (res, _), ans in zip(chunk, pairs, answers, strict=True):
+                self.compressions.put(self._ckey(cond, it), _compression_record(res))
+                self.answers.put(self._skey(cond, it), asdict(ans))
 
     def _fail(self, method: str, exc: Exception) -> None:
         self.errors[method] = f"{type(exc).__name__}: {exc}"
@@ -256,6 +303,8 @@ class Sweep:
     ) -> dict[str, tuple[str, str]]:
         prompts: dict[str, tuple[str, str]] = {}
         for cond in conds:
+            if self._reads_itself(cond.method):
+                continue
             for it in items:
                 ctx = self._context(cond, it)
                 if ctx is not None:
@@ -280,6 +329,7 @@ class Sweep:
     def _records(self, conds: Sequence[Condition]) -> list[dict[str, Any]]:
         records = []
         count = self.tok.count
+        flops = getattr(self.reader, "prefill_flops", None)
         for it in self.items:
             full = _joined(it.contexts)
             tokens_full = sum(count(c) for c in it.contexts if c)
@@ -288,7 +338,9 @@ class Sweep:
                 ctx = self._context(cond, it)
                 if ctx is None:
                     continue
-                answer = self.answers.get(self._akey(it.question, ctx))
+                self_read = self._reads_itself(cond.method)
+                key = self._skey(cond, it) if self_read else self._akey(it.question, ctx)
+                answer = self.answers.get(key)
                 if answer is None:
                     continue
                 cached = self.compressions.get(self._ckey(cond, it)) if cond.rate else None
@@ -301,6 +353,7 @@ class Sweep:
                 else:
                     tokens_in, tokens_out, requested, seconds = tokens_full, 0, 0.0, 0.0
                 pred = answer["text"]
+                prefill = answer["prompt_tokens"]
                 records.append(
                     {
                         "id": it.id,
@@ -312,7 +365,7 @@ class Sweep:
                         "em": metrics.exact_match(pred, it.answers),
                         "f1": metrics.f1_score(pred, it.answers),
                         "acc": metrics.accuracy(pred, it.answers),
-                        "retained": metrics.answer_retained(ctx, it.answers),
+                        "retained": None if self_read else metrics.answer_retained(ctx, it.answers),
                         "full_retained": metrics.answer_retained(full, it.answers),
                         "tokens_in": tokens_in,
                         "tokens_out": tokens_out,
@@ -321,9 +374,11 @@ class Sweep:
                         "achieved_rate": tokens_out / tokens_in if tokens_in else 1.0,
                         "compress_seconds": seconds,
                         "reader_seconds": answer["seconds"],
-                        "prompt_tokens": answer["prompt_tokens"],
+                        "prompt_tokens": prefill,
+                        "prefill_flops": flops(prefill) if flops and prefill else None,
                         "answer_tokens": answer["answer_tokens"],
                         "bucket": bucket,
+                        "extra": (cached or {}).get("extra", {}),
                     }
                 )
         return records
@@ -331,6 +386,31 @@ class Sweep:
     def close(self) -> None:
         self.compressions.close()
         self.answers.close()
+
+
+def _compression_record(res: Any) -> dict[str, Any]:
+    """What the cache keeps of a compression (JSON: texts, accounting, numeric extras)."""
+    return {
+        "texts": [t if isinstance(t, str) else "" for t in res.texts],
+        "tokens_in": res.tokens_in,
+        "tokens_out": res.tokens_out,
+        "requested_rate": res.requested_rate,
+        "seconds": res.seconds,
+        "reason": res.reason,
+        "extra": numeric_extra(res.extra or {}),
+    }
+
+
+def _answer_of(raw: Any) -> Answer:
+    """An `Answer` from what a self-reading method returns (a mapping or an Answer)."""
+    if isinstance(raw, Answer):
+        return raw
+    return Answer(
+        text=str(raw["text"]),
+        seconds=float(raw.get("seconds", 0.0)),
+        prompt_tokens=int(raw.get("prompt_tokens", 0)),
+        answer_tokens=int(raw.get("answer_tokens", 0)),
+    )
 
 
 def _seed_everything(seed: int) -> None:
