@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-DEMO_LIMIT = 30
-DEMO_RATES = (0.5, 0.25)
+DEMO_LIMIT = 24
+DEMO_RATES = (0.33, 0.1)
 
 
 def _floats(value: str) -> list[float]:
