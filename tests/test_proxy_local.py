@@ -9,7 +9,7 @@ import pytest
 from test_proxy_fakes import LONG_CONTEXT, make_config, run_proxy
 
 pytestmark = pytest.mark.slow
-CONTEXT = LONG_CONTEXT[:600]  # about 130 tokens: compressed, yet quick to read
+CONTEXT = LONG_CONTEXT[:300]  # about 70 tokens: compressed, yet quick to read
 
 
 @pytest.fixture(scope="module")
