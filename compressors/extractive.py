@@ -99,6 +99,13 @@ class SentenceEncoder:
 
     def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         """Embeddings of `texts` (rows in order); cached texts skip the model."""
+        return self.encode_counted(texts, progress)[0]
+
+    def encode_counted(
+        self, texts: Sequence[str], progress: bool = False
+    ) -> tuple[np.ndarray, int]:
+        """`encode`, plus how many of `texts` came from the cache in this very call."""
+        hits = 0
         keys = [_digest(t) for t in texts]
         out: list[np.ndarray | None] = [None] * len(texts)
         todo: dict[bytes, str] = {}
@@ -108,9 +115,10 @@ class SentenceEncoder:
                 if vec is not None:
                     self._cache.move_to_end(key)
                     out[i] = vec
-                    self.hits += 1
+                    hits += 1
                 elif key not in todo:
                     todo[key] = texts[i]
+            self.hits += hits
         if todo:
             fresh = self._forward(list(todo.values()), progress)
             found = dict(zip(todo, fresh, strict=True))
@@ -126,8 +134,8 @@ class SentenceEncoder:
                 if out[i] is None:
                     out[i] = found[key]
         if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        return np.stack(out)  # type: ignore[arg-type]
+            return np.zeros((0, self.dimension), dtype=np.float32), 0
+        return np.stack(out), hits  # type: ignore[arg-type]
 
     @property
     def dimension(self) -> int:
@@ -326,10 +334,8 @@ class ExtractiveCompressor(BaseCompressor):
             if r.query is not None:
                 texts.append(r.query)
             texts += [p.text for p in pieces]
-        hits_before = self.encoder.hits
         progress = self.progress if self.progress is not None else len(texts) > 5000
-        vectors = self.encoder.encode(texts, progress=progress)
-        cached = self.encoder.hits - hits_before
+        vectors, cached = self.encoder.encode_counted(texts, progress=progress)
         out: list[Compressed] = []
         row = 0
         for r, (pieces, dropped, budget) in zip(requests, plans, strict=True):
