@@ -265,7 +265,7 @@ def _check_type(value: Any, hint: str, path: str) -> Any:
         raise ConfigError(f"{path} must be {base}, got a boolean")
     if not isinstance(value, types):
         raise ConfigError(f"{path} must be {base}, got {type(value).__name__}")
-    return float(value) if base == "float" else value
+    return float(value) if base == "float" else value  # type: ignore[arg-type]
 
 
 def _read_file(path: str | Path) -> dict[str, Any]:

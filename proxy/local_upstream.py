@@ -257,7 +257,7 @@ class _AnthropicEvents:
         self.model = str(body.get("model") or default_model)
 
     def start(self) -> bytes:
-        message = {
+        message: dict[str, Any] = {
             "id": self.id, "type": "message", "role": "assistant", "model": self.model,
             "content": [], "stop_reason": None, "stop_sequence": None,
             "usage": {"input_tokens": 0, "output_tokens": 0},

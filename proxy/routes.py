@@ -355,7 +355,7 @@ class Handlers:
 
         return Relay(status, response_headers(upstream) + extra, upstream.content.iter_any(),
                      protocol=protocol, is_sse="text/event-stream" in content_type,
-                     aclose=aclose, on_close=on_close)  # type: ignore[return-value]  # fmt: skip
+                     aclose=aclose, on_close=on_close)  # fmt: skip
 
     async def _local(
         self, data: dict[str, Any], protocol: Protocol, stream: bool,
@@ -375,7 +375,7 @@ class Handlers:
                        (b"cache-control", b"no-cache"), *extra]  # fmt: skip
             chunks = local.stream(data, protocol)
             return Relay(200, headers, chunks, protocol=protocol, is_sse=True,
-                         aclose=chunks.aclose, on_close=on_close)  # type: ignore[return-value,attr-defined]  # fmt: skip
+                         aclose=chunks.aclose, on_close=on_close)  # fmt: skip
         try:
             answer = await local.complete(data, protocol)
         except ProxyError:
