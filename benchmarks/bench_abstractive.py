@@ -128,6 +128,7 @@ def main() -> None:
     parser.add_argument("--rates", default="0.5,0.2")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", default="truncate,self-information,causal,seq2seq,openai")
+    parser.add_argument("--plot", help="write answer retention by rate as a PNG here")
     args = parser.parse_args()
     items = load_items(args.items, args.seed)
     rates = [float(r) for r in args.rates.split(",")]
@@ -136,9 +137,10 @@ def main() -> None:
     if "truncate" in wanted:
         methods["truncate"] = get_compressor("truncate")
     if "self-information" in wanted:
-        methods["self-information (phrase, query)"] = get_compressor(
-            "self-information", condition_on_query=True
+        methods["self-information (word, no query)"] = get_compressor(
+            "self-information", condition_on_query=False
         )
+        methods["self-information (word, query contrast)"] = get_compressor("self-information")
     if "causal" in wanted:
         methods["abstractive causal (SmolLM2)"] = get_compressor("abstractive")
     if "seq2seq" in wanted:
@@ -171,6 +173,27 @@ def main() -> None:
             f"| {r['method']} | {r['rate']:.2f} | {r['achieved']:.3f} | {r['retention']:.2f} "
             f"| {r['empty']} | {r['s_per_1k']:.3f} |"
         )
+    if args.plot:
+        plot(rows, args.plot)
+
+
+def plot(rows: list[dict[str, Any]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name in dict.fromkeys(r["method"] for r in rows):
+        mine = sorted((r for r in rows if r["method"] == name), key=lambda r: r["achieved"])
+        ax.plot([r["achieved"] for r in mine], [r["retention"] for r in mine], "o-", label=name)
+    ax.set_xlabel("achieved rate (tokens out / in)")
+    ax.set_ylabel("answer retention")
+    ax.set_ylim(0, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,15 @@
 
 Selective Context / LLMLingua-1 style, no training. A local causal LM (default
 SmolLM2-135M-Instruct) gives every token its surprisal ``-log p(token | preceding
-text)``, optionally with the question in front (the information the context adds
-given the question). Surprisal is averaged over words, phrases or sentences; the
-least informative units are dropped until the whole request (all contexts together)
-fits the budget in the reader's tokenizer. Protected spans are always kept.
+text)``. With a query, by default, LongLLMLingua's contrast is added: how much likelier
+the question makes each token (a second pass with the question in front), so text about
+the question outranks text that is merely unpredictable. Surprisal is summed per word,
+phrase or sentence and ranked per reader token; the least informative units are dropped
+until the whole request (all contexts together) fits the budget in the reader's
+tokenizer. Protected spans are always kept.
+
+Known limit: facts the scorer already knows (famous dates) are predictable, hence cheap
+to drop; retrieved text the model has never seen fares better.
 
 Long contexts are scored in overlapping windows so every token sees at least
 `overlap` tokens of left context; windows of all contexts of all requests in a
@@ -108,10 +113,11 @@ class _Window:
 class SelfInformationCompressor(BaseCompressor):
     """Keeps the most surprising words, phrases or sentences (per-token LM surprisal).
 
-    Options: `model` (any causal LM id or folder), `unit` ("word", "phrase",
-    "sentence"), `condition_on_query` (True: score the context after the question;
-    "contrastive": add `contrast_weight` times how much likelier the question makes each
-    token, as LongLLMLingua does; costs a second pass),
+    Options: `model` (any causal LM id or folder), `unit` ("word", the default, "phrase",
+    "sentence"), `condition_on_query` (False: ignore the query; True: score the context
+    after the question; "contrastive", the default: also add `contrast_weight` times how
+    much likelier the question makes each token, as LongLLMLingua does, at the cost of a
+    second pass),
     `window`/`overlap` (tokens per forward window and carried-over left context),
     `batch_tokens` (padded tokens per forward pass), `protect` (a `Protect` or its
     fields as a dict), `device`, `dtype`, `progress` (a tqdm bar; None = when long).
@@ -123,8 +129,8 @@ class SelfInformationCompressor(BaseCompressor):
         self,
         *,
         model: str = DEFAULT_MODEL,
-        unit: str = "phrase",
-        condition_on_query: bool | str = False,
+        unit: str = "word",
+        condition_on_query: bool | str = "contrastive",
         contrast_weight: float = 1.0,
         window: int = 512,
         overlap: int = 64,

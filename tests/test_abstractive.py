@@ -429,3 +429,20 @@ def test_cli_runs_the_remote_backend(
     assert (
         out["texts"] == ["The Eiffel Tower is 330 metres tall."] and out["method"] == "abstractive"
     )
+
+
+def test_langchain_component_by_name(chat_server: tuple[ChatServer, str]) -> None:
+    from ctxzip.middleware.langchain import CtxzipDocumentCompressor
+    from langchain_core.documents import Document
+
+    fake, url = chat_server
+    fake.answer, fake.status = "The Eiffel Tower is 330 metres tall.", 200
+    lc = CtxzipDocumentCompressor(
+        method="abstractive",
+        rate=0.5,
+        options={"backend": "openai", "base_url": url, "api_key": "k", "relevance_threshold": None},
+    )
+    docs = [Document(page_content=EIFFEL, id="a"), Document(page_content=LOUVRE, id="b")]
+    out = lc.compress_documents(docs, "How tall is the Eiffel Tower?")
+    assert [d.page_content for d in out] == ["The Eiffel Tower is 330 metres tall."]
+    assert out[0].id == "a" and out[0].metadata["ctxzip"]["method"] == "abstractive"

