@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 import os
 import sys
 import time
@@ -238,14 +239,14 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
     for ax, ds in zip(axes[0], datasets, strict=True):
         for r in (r for r in rows if r["dataset"] == ds):
-            ax.scatter(r["qps"], r["recall"], s=40 + r["bytes_per_vector"] / 8)
-            ax.annotate(
-                f"{r['index']} {r['setting']}\n{r['bytes_per_vector']:.0f} B/vec",
-                (r["qps"], r["recall"]),
-                fontsize=8,
-                xytext=(4, 4),
-                textcoords="offset points",
+            ax.scatter(
+                r["qps"],
+                r["recall"],
+                s=30 + r["bytes_per_vector"] / 10,
+                alpha=0.8,
+                label=f"{r['index']}, {r['setting']} ({r['bytes_per_vector']:.0f} B/vector)",
             )
+        ax.legend(fontsize=7, loc="lower left")
         ax.set_xscale("log")
         ax.set_xlabel("queries per CPU-second (one at a time, k=10; log)")
         ax.set_ylabel("recall@10 vs exact")
@@ -361,6 +362,7 @@ def main() -> None:
     results = Path(__file__).parent / "results"
     results.mkdir(exist_ok=True)
     (results / "store.md").write_text(out + "\n")
+    (results / "store.json").write_text(json.dumps(rows, indent=1) + "\n")
     print(f"wrote {results / 'store.md'}", file=sys.stderr)
     if rows:
         plot(rows, results / "store.png")
