@@ -1,6 +1,6 @@
 """Speed and answer retention of `abstractive` (each backend) and `self-information`.
 
-For a few dozen bundled QA items (evals/data/pyref_qa.jsonl: Python reference passages,
+For bundled QA items (evals/data/pyref_qa.jsonl: Python reference passages,
 one of which holds the answer) this compresses each item's contexts at each rate and
 reports, next to `truncate` measured in the same run: compression seconds per 1,000
 input tokens, achieved rate, and answer retention (a gold answer, SQuAD-normalised,
@@ -9,7 +9,7 @@ still present in the compressed text). The seq2seq backend runs a tiny random-we
 backend a loopback OpenAI-compatible server that answers instantly (plumbing only).
 
     TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_abstractive.py \
-        --items 24 --rates 0.5,0.2
+        --items 12 --rates 0.5,0.2 --plot docs/img/bench_abstractive.png
 """
 
 from __future__ import annotations
@@ -127,34 +127,47 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=24)
     parser.add_argument("--rates", default="0.5,0.2")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--methods", default="truncate,self-information,causal,seq2seq,openai")
+    parser.add_argument(
+        "--methods",
+        default="truncate,openai,seq2seq,causal,self-information",
+        help="comma list of: " + "truncate,openai,seq2seq,causal,self-information,"
+        "self-information-plain",
+    )
     parser.add_argument("--plot", help="write answer retention by rate as a PNG here")
     args = parser.parse_args()
     items = load_items(args.items, args.seed)
     rates = [float(r) for r in args.rates.split(",")]
-    wanted = args.methods.split(",")
+    makers = {
+        "truncate": lambda: {"truncate": get_compressor("truncate")},
+        "self-information": lambda: {
+            "self-information (word, query contrast)": get_compressor("self-information")
+        },
+        "self-information-plain": lambda: {
+            "self-information (word, no query)": get_compressor(
+                "self-information", condition_on_query=False
+            )
+        },
+        "causal": lambda: {"abstractive causal (SmolLM2)": get_compressor("abstractive")},
+        "seq2seq": lambda: {
+            "abstractive seq2seq (tiny T5, speed only)": get_compressor(
+                "abstractive",
+                backend="seq2seq",
+                model=tiny_t5(),
+                faithfulness=False,
+                relevance_threshold=None,
+            )
+        },
+        "openai": lambda: {
+            "abstractive openai (loopback, plumbing only)": get_compressor(
+                "abstractive", backend="openai", base_url=loopback_server(), api_key="local"
+            )
+        },
+    }
     methods: dict[str, Any] = {}
-    if "truncate" in wanted:
-        methods["truncate"] = get_compressor("truncate")
-    if "self-information" in wanted:
-        methods["self-information (word, no query)"] = get_compressor(
-            "self-information", condition_on_query=False
-        )
-        methods["self-information (word, query contrast)"] = get_compressor("self-information")
-    if "causal" in wanted:
-        methods["abstractive causal (SmolLM2)"] = get_compressor("abstractive")
-    if "seq2seq" in wanted:
-        methods["abstractive seq2seq (tiny T5, speed only)"] = get_compressor(
-            "abstractive",
-            backend="seq2seq",
-            model=tiny_t5(),
-            faithfulness=False,
-            relevance_threshold=None,
-        )
-    if "openai" in wanted:
-        methods["abstractive openai (loopback, plumbing only)"] = get_compressor(
-            "abstractive", backend="openai", base_url=loopback_server(), api_key="local"
-        )
+    for key in args.methods.split(","):  # in the order asked
+        if key not in makers:
+            parser.error(f"unknown method {key!r}; choose from {', '.join(makers)}")
+        methods.update(makers[key]())
     tokens = sum(get_compressor("noop").compress(it["contexts"]).tokens_in for it in items)
     print(
         f"{len(items)} items from {DATA.name}, {tokens} input tokens (o200k), rates {rates}",

@@ -183,6 +183,10 @@ class SelfInformationCompressor(BaseCompressor):
         With `queries`, each text is scored after its question ("Question: ...\nContext:").
         """
         model, hf_tok = self._lm()
+        limit = getattr(model.config, "max_position_embeddings", None) or getattr(
+            model.config, "n_positions", None
+        )
+        window = min(self.window, int(limit)) if limit else self.window  # never past the model
         queries = list(queries) if queries is not None else [None] * len(texts)
         start_id = hf_tok.bos_token_id if hf_tok.bos_token_id is not None else hf_tok.eos_token_id
         encoded, windows = [], []
@@ -195,10 +199,10 @@ class SelfInformationCompressor(BaseCompressor):
                 q_ids = hf_tok(f"Question: {query}\nContext:", add_special_tokens=False)[
                     "input_ids"
                 ]
-                prefix += list(q_ids)[-(self.window // 4) :]
+                prefix += list(q_ids)[-(window // 4) :]
             if not prefix:  # no start token: the first token is predicted from a newline
                 prefix = list(hf_tok("\n", add_special_tokens=False)["input_ids"])
-            windows += self._windows(i, ids, prefix)
+            windows += self._windows(i, ids, prefix, window)
         surprisal: list[list[float]] = [[0.0] * len(ids) for ids, _ in encoded]
         for window, values in self._score_windows(model, hf_tok, windows):
             row = surprisal[window.context]
@@ -206,8 +210,10 @@ class SelfInformationCompressor(BaseCompressor):
                 row[window.start + j] = values[j]
         return [(offsets, s) for (_, offsets), s in zip(encoded, surprisal, strict=True)]
 
-    def _windows(self, context: int, ids: list[int], prefix: list[int]) -> list[_Window]:
-        size = max(8, self.window - len(prefix))
+    def _windows(
+        self, context: int, ids: list[int], prefix: list[int], window: int
+    ) -> list[_Window]:
+        size = max(8, window - len(prefix))
         overlap = min(self.overlap, size // 2)
         windows, start = [], 0
         while start < len(ids):

@@ -234,3 +234,26 @@ def test_cli(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert len(out["texts"]) == 2 and out["tokens_out"] <= int(0.4 * out["tokens_in"])
+
+
+def test_window_never_exceeds_the_model_positions(tmp_path: Any) -> None:
+    """A tiny GPT-2 (64 positions, random weights) fails on any longer forward pass."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from ctxzip.models import load_tokenizer
+
+    tokenizer = load_tokenizer("HuggingFaceTB/SmolLM2-135M-Instruct")
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=1, n_head=2,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    GPT2LMHeadModel(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    c = get_compressor("self-information", model=str(tmp_path), window=4096, overlap=16)
+    text = " ".join([EIFFEL, CURIE, AMAZON])
+    [(_, values)] = c.token_surprisal([text], ["How tall?"])
+    assert len(values) > 128 and all(v > 0 for v in values)
+    result = c.compress([text], "How tall?", Budget(rate=0.5))
+    assert 0 < result.tokens_out <= int(0.5 * result.tokens_in)
