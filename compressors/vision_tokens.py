@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-SCHEDULES = ("constant", "decreasing", "front")
+SCHEDULES = ("constant", "delayed", "decreasing", "front")
 
 
 @dataclass
@@ -119,9 +119,11 @@ def merge_schedule(
     """Tokens to merge away per layer so `n_tokens` ends at `n_target` (or as close as the
     half-per-layer limit allows).
 
-    `constant` spreads merges evenly (ToMe's fixed r); `decreasing` weights layer i by
-    (L - i) (ToMe's inflection -1); `front` merges in the first half of the layers only,
-    most at the start, so later layers run on few tokens.
+    `constant` spreads merges evenly (ToMe's fixed r); `delayed` spreads them evenly over
+    all layers but the first (whose keys are still low-level and match poorly: on the real
+    ViT-S it keeps more fidelity per unit of compute saved than `constant`); `decreasing`
+    weights layer i by (L - i) (ToMe's inflection -1); `front` merges in the first half of the
+    layers only, most at the start, so later layers run on few tokens.
     """
     if schedule not in SCHEDULES:
         raise ValueError(
@@ -130,8 +132,10 @@ def merge_schedule(
     total = max(0, n_tokens - n_target)
     if total == 0 or n_layers == 0:
         return [0] * n_layers
-    if schedule == "constant":
+    if schedule == "constant" or (schedule == "delayed" and n_layers == 1):
         weights = [1.0] * n_layers
+    elif schedule == "delayed":
+        weights = [0.0] + [1.0] * (n_layers - 1)
     elif schedule == "decreasing":
         weights = [float(n_layers - i) for i in range(n_layers)]
     else:

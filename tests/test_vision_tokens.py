@@ -58,7 +58,7 @@ def test_zero_merge_is_identity() -> None:
     assert bipartite_merge(state, x, 0) is state
 
 
-@pytest.mark.parametrize("schedule", ["constant", "decreasing", "front"])
+@pytest.mark.parametrize("schedule", ["constant", "delayed", "decreasing", "front"])
 def test_schedules_reach_target(schedule: str) -> None:
     plan = merge_schedule(257, 64, 12, schedule)
     assert sum(plan) == 257 - 64 and len(plan) == 12
@@ -70,6 +70,8 @@ def test_schedules_reach_target(schedule: str) -> None:
         assert plan[0] > plan[-1]
     if schedule == "front":
         assert plan[6:] == [0] * 6
+    if schedule == "delayed":
+        assert plan[0] == 0 and min(plan[1:]) > 0
     assert merge_schedule(257, 257, 12, schedule) == [0] * 12
 
 
