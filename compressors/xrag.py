@@ -87,6 +87,8 @@ class XragCompressor(BaseCompressor):
         tokenizer: str | None = None,
     ) -> None:
         check_white_box(lm)
+        if tokenizer is not None:  # the reader the caller targets (e.g. the proxy's upstream)
+            check_white_box(tokenizer)
         if tokens_per_doc < 1:
             raise InputError("tokens_per_doc must be >= 1")
         if chunk_tokens < 8:
@@ -199,6 +201,7 @@ class XragCompressor(BaseCompressor):
     # --- compressor API -------------------------------------------------------------
 
     def _compress_requests(self, requests: list[CompressionRequest]) -> list[Compressed]:
+        self.projector()  # a missing or mismatched pair fails before any model work
         pieces = [[self.segments(c) for c in r.contexts] for r in requests]
         flat = [s for per_req in pieces for per_ctx in per_req for s in per_ctx]
         soft = self.project(self.embed(flat)) if flat else torch.zeros(0)
@@ -295,6 +298,11 @@ class XragCompressor(BaseCompressor):
         self, requests: Sequence[CompressionRequest], reader: Any
     ) -> list[tuple[CompressionResult, Mapping[str, Any]]]:
         """The eval harness hook: compress and answer through the reader's own model/prompt."""
+        reader_id = getattr(reader, "model_id", None)
+        if reader_id is not None and not same_model(str(reader_id), self.lm_id):
+            raise PairMismatchError(
+                f"the reader is {reader_id!r} but this xrag projector is for {self.lm_id!r}"
+            )
         self.use_lm(reader.model, reader.hf_tokenizer)
         results = self.compress_batch(requests)
         prompts = [

@@ -132,6 +132,7 @@ def save_projector(projector: Projector, manifest: ProjectorManifest, path: str 
         os.close(fd)
         try:
             write(tmp)
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; checkpoints are shareable
             os.replace(tmp, str(base) + suffix)
         finally:
             if os.path.exists(tmp):
