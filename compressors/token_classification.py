@@ -198,9 +198,17 @@ def _load(model_id: str, dev: str, dtype: str, fast: bool) -> LoadedModel:
 
         config = AutoConfig.from_pretrained(path)
         kwargs: dict[str, Any] = {"num_labels": 2} if shipped else {}
-        model = AutoModelForTokenClassification.from_pretrained(
-            path, dtype=torch.float32, trust_remote_code=False, **kwargs
-        )
+        from transformers.utils import logging as hf_logging
+
+        level = hf_logging.get_verbosity()
+        if shipped:  # the head is loaded below: no "classifier weights missing" report
+            hf_logging.set_verbosity_error()
+        try:
+            model = AutoModelForTokenClassification.from_pretrained(
+                path, dtype=torch.float32, trust_remote_code=False, **kwargs
+            )
+        finally:
+            hf_logging.set_verbosity(level)
     except OSError as exc:
         raise ModelNotFoundError(
             f"token classifier {model_id!r} is not available here ({exc.__class__.__name__}); "
@@ -219,7 +227,7 @@ def _load(model_id: str, dev: str, dtype: str, fast: bool) -> LoadedModel:
         model.classifier.load_state_dict({k.split(".", 1)[1]: v for k, v in head.items()})
     model.eval()
     if fast and dev == "cpu":
-        model = _quantize_int8(model)
+        model = quantize_int8(model)
     else:
         model = model.to(device=dev, dtype=torch_dtype)
     tokenizer = load_tokenizer(source)
@@ -252,7 +260,7 @@ def _load(model_id: str, dev: str, dtype: str, fast: bool) -> LoadedModel:
     )
 
 
-def _quantize_int8(model: Any) -> Any:
+def quantize_int8(model: Any) -> Any:
     """Dynamic int8 (per-channel weights) for the encoder's linear layers.
 
     Two kinds stay in full precision because int8 there moves the keep scores most:
@@ -698,8 +706,7 @@ class TokenClassificationCompressor(BaseCompressor):
         n_allowed = int((~banned | forced).sum())
         cum = np.cumsum(cost[order])
 
-        def attempt(k: int) -> tuple[list[list[Span]], int]:
-            chosen = order[:k]
+        def attempt(chosen: np.ndarray) -> tuple[list[list[Span]], int]:
             kept: list[list[Span]] = [[] for _ in ctxs]
             masks: dict[int, np.ndarray] = {i: np.zeros(scores[i].size, bool) for i in active}
             sel_owner, sel_index = owners[chosen].astype(int), index[chosen].astype(int)
@@ -709,33 +716,47 @@ class TokenClassificationCompressor(BaseCompressor):
             texts = [join_spans(c.text, k) for c, k in zip(ctxs, kept, strict=True)]
             return kept, self.count(texts)
 
+        # 1. the longest prefix of the ranking that fits: secant steps on the word-cost
+        #    estimate, bisection when a step leaves the bracket, each checked exactly
         target = float(budget)
-        best: tuple[int, list[list[Span]], int] | None = None
+        best: tuple[np.ndarray, list[list[Span]], int] | None = None
         lo, hi = n_forced - 1, n_allowed + 1  # largest k known to fit, smallest known not to
-        for _ in range(12):
-            k = int(np.searchsorted(cum, target, side="right"))
-            k = min(max(k, lo + 1, n_forced), hi - 1, n_allowed)
-            if k <= lo or k >= hi:
+        for _ in range(24):
+            if hi - lo <= 1:
                 break
-            kept, count = attempt(k)
+            k = max(int(np.searchsorted(cum, target, side="right")), n_forced)
+            if not lo < k < hi:
+                k = (lo + hi + 1) // 2
+            kept, count = attempt(order[:k])
             if count <= budget:
                 lo = k
                 if best is None or count > best[2]:
-                    best = (k, kept, count)
-                if count >= 0.99 * budget or k == n_allowed:
+                    best = (order[:k], kept, count)
+                if count >= 0.995 * budget:
                     break
             else:
                 hi = k
             target += budget - count
         reason = None
         if best is None:
-            k = n_forced
-            kept, count = attempt(k)
-            best = (k, kept, count)
+            kept, count = attempt(order[:n_forced])
+            best = (order[:n_forced], kept, count)
             if count > budget:
                 reason = "protected and forced content alone exceeds the budget"
-        k = best[0]
-        extra["threshold"] = float(key[order[k - 1]]) if k else None
+        # 2. top up: the next-best words that still fit, skipping any that would not
+        #    (a few exact checks, only for words whose estimated cost fits the slack)
+        chosen, kept, count = best
+        lowest = float(key[chosen[-1]]) if chosen.size and np.isfinite(key[chosen[-1]]) else None
+        rest = order[chosen.size : n_allowed]
+        for j in rest[cost[rest] <= budget - count][:8].tolist():
+            if count >= 0.995 * budget or cost[j] > budget - count:
+                continue
+            trial = np.append(chosen, j)
+            t_kept, t_count = attempt(trial)
+            if t_count <= budget:
+                chosen, kept, count = trial, t_kept, t_count
+        best = (chosen, kept, count)
+        extra["threshold"] = lowest
         return Compressed(kept=best[1], reason=reason, extra=extra)
 
     def _spans(self, ctx: _Context, mask: np.ndarray) -> list[Span]:

@@ -228,6 +228,29 @@ def teacher_scores(texts: list[str], words: list[Words], batch_size: int = 8) ->
     return out
 
 
+def cached_teacher_scores(texts: list[str], words: list[Words]) -> list[np.ndarray]:
+    """`teacher_scores`, kept on disk (numpy .npz, no pickle) keyed by the exact passages.
+
+    The teacher pass is most of a training run; re-running with other head settings
+    (epochs, seed of the head) reuses it.
+    """
+    import hashlib
+
+    from ctxzip.models import cache_dir
+
+    key = hashlib.sha256(json.dumps([TEACHER, texts]).encode()).hexdigest()[:16]
+    path = cache_dir() / "token-classifier" / f"teacher-{key}.npz"
+    if path.exists():
+        with np.load(path, allow_pickle=False) as data:
+            return [data[f"p{i}"] for i in range(len(texts))]
+    scores = teacher_scores(texts, words)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **{f"p{i}": v for i, v in enumerate(scores)})
+    tmp.replace(path)
+    return scores
+
+
 def rank_targets(scores: np.ndarray) -> np.ndarray:
     """Percentile rank in [0, 1] within one passage (ties share their mean rank)."""
     if scores.size < 2:
@@ -253,8 +276,16 @@ def select_top(scores: np.ndarray, cost: np.ndarray, rate: float) -> np.ndarray:
 # ---------------------------------------------------------------- training
 
 
-def encoder_features(ids_list: list[np.ndarray], batch_size: int = 16) -> list[np.ndarray]:
-    """Frozen all-MiniLM-L6-v2 last hidden states per token (what the head sees)."""
+def encoder_features(
+    ids_list: list[np.ndarray], batch_size: int = 16, int8: bool = False
+) -> list[np.ndarray]:
+    """Frozen all-MiniLM-L6-v2 last hidden states per token (what the head sees).
+
+    `int8=True`: the same through the CPU fast path's quantised encoder, so the head can
+    be trained to score alike on both.
+    """
+    import copy
+
     import torch
     from ctxzip.compressors.token_classification import BASE_MODEL
     from tqdm import tqdm
@@ -262,12 +293,17 @@ def encoder_features(ids_list: list[np.ndarray], batch_size: int = 16) -> list[n
     from ctxzip.models import load_model, load_tokenizer
 
     encoder = load_model(BASE_MODEL, "AutoModel", device="cpu", dtype="float32")
+    if int8:
+        from ctxzip.compressors.token_classification import quantize_int8
+
+        encoder = quantize_int8(copy.deepcopy(encoder))
     tok = load_tokenizer(BASE_MODEL)
     cls, sep, pad = tok.cls_token_id, tok.sep_token_id, tok.pad_token_id or 0
     out: list[np.ndarray] = [np.zeros((0, 384))] * len(ids_list)
     order = sorted(range(len(ids_list)), key=lambda i: ids_list[i].size)
     with torch.inference_mode():
-        for s in tqdm(range(0, len(order), batch_size), desc="features (MiniLM)", unit="batch"):
+        desc = "features (MiniLM int8)" if int8 else "features (MiniLM)"
+        for s in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
             idx = order[s : s + batch_size]
             width = max(min(ids_list[i].size, 510) for i in idx) + 2
             ids = torch.full((len(idx), width), pad, dtype=torch.long)
@@ -284,20 +320,38 @@ def encoder_features(ids_list: list[np.ndarray], batch_size: int = 16) -> list[n
 
 
 def train_head(
-    features: np.ndarray, targets: np.ndarray, epochs: int, seed: int, lr: float = 0.01
+    features: np.ndarray,
+    features_int8: np.ndarray,
+    targets: np.ndarray,
+    epochs: int,
+    seed: int,
+    lr: float = 0.01,
+    consistency: float = 4.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A 2-class linear head with soft cross-entropy (label 1 = keep), full batch."""
+    """A 2-class linear head (label 1 = keep), full batch.
+
+    Soft cross-entropy against the teacher's percentile ranks on full-precision and on
+    int8 features, plus a penalty on the gap between the two keep logits: the head
+    learns directions quantisation leaves alone, so the CPU fast path keeps the same words.
+    """
     import torch
 
     torch.manual_seed(seed)
     x = torch.from_numpy(features).float()
+    xq = torch.from_numpy(features_int8).float()
     t = torch.from_numpy(targets).float()
     head = torch.nn.Linear(x.shape[1], 2)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-3)
+
+    def soft_ce(logits: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(logits, -1)
+        return -(t * logp[:, 1] + (1 - t) * logp[:, 0]).mean()
+
     for _ in range(epochs):
         opt.zero_grad()
-        logp = torch.log_softmax(head(x), -1)
-        loss = -(t * logp[:, 1] + (1 - t) * logp[:, 0]).mean()
+        z, zq = head(x), head(xq)
+        gap = (z[:, 1] - z[:, 0]) - (zq[:, 1] - zq[:, 0])
+        loss = soft_ce(z) + soft_ce(zq) + consistency * (gap**2).mean()
         loss.backward()
         opt.step()
     return head.weight.detach().numpy(), head.bias.detach().numpy()
@@ -341,34 +395,39 @@ def run(
     tokenizer = load_tokenizer(BASE_MODEL)
     sw = student_words(corpus, tokenizer)
     words = [w for w, _ in sw]
-    teacher = teacher_scores(corpus, words)
+    teacher = cached_teacher_scores(corpus, words)
     feats = encoder_features([ids for _, ids in sw])
+    feats_q = encoder_features([ids for _, ids in sw], int8=True)
     xs, ts = [], []
     for i in range(split):
         n = feats[i].shape[0]
         target = rank_targets(teacher[i])[words[i].token_word[:n]]
         xs.append(feats[i])
         ts.append(target)
-    weight, bias = train_head(np.concatenate(xs), np.concatenate(ts), epochs, seed)
+    x_q = np.concatenate(feats_q[:split])
+    weight, bias = train_head(np.concatenate(xs), x_q, np.concatenate(ts), epochs, seed)
     reader = get_tokenizer("gpt-4o")
     from ctxzip.compressors.token_classification import word_costs
 
     stats: dict[str, dict[str, float]] = {}
     for rate in (0.5, 0.33, 0.2):
-        agree, rand_agree, corr = [], [], []
+        agree, rand_agree, corr, int8_agree = [], [], [], []
         for i in range(split, len(corpus)):
             cost = word_costs(reader, corpus[i], codepoints(corpus[i]), words[i])
             student = student_word_probs(feats[i], words[i], weight, bias)
             t_keep = select_top(teacher[i], cost, rate)
             s_keep = select_top(student, cost, rate)
             r_keep = select_top(np.random.default_rng(seed + i).random(cost.size), cost, rate)
+            q_keep = select_top(student_word_probs(feats_q[i], words[i], weight, bias), cost, rate)
             agree.append(float((t_keep == s_keep).mean()))
+            int8_agree.append(float((q_keep == s_keep).mean()))
             rand_agree.append(float((t_keep == r_keep).mean()))
             corr.append(float(np.corrcoef(rank_targets(student), rank_targets(teacher[i]))[0, 1]))
         stats[str(rate)] = {
             "agreement_with_teacher": round(float(np.mean(agree)), 4),
             "random_agreement_with_teacher": round(float(np.mean(rand_agree)), 4),
             "spearman_with_teacher": round(float(np.nanmean(corr)), 4),
+            "int8_agreement_with_fp32": round(float(np.mean(int8_agree)), 4),
         }
     info = {
         "base": BASE_MODEL,

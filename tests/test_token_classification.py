@@ -262,7 +262,7 @@ def test_int8_fast_path_agrees_with_full_precision():
         text, budget=Budget(rate=0.4)
     )
     agree = (_kept_word_mask(text, full) == _kept_word_mask(text, fast)).mean()
-    assert agree >= 0.9, agree  # TODO(issue 4): 0.98
+    assert agree >= 0.9, agree  # measured 96-97% on held-out text; the 98% target is not met
 
 
 def test_budget_covering_everything_skips_model(comp):
