@@ -163,9 +163,11 @@ def benchmark(args: argparse.Namespace) -> None:
     fp32.compress(data[0]["contexts"][:2], data[0]["question"], budget)
     fast.compress(data[0]["contexts"][:2], data[0]["question"], budget)
     sentences = 0
+    tokens_total = 0
     for case in tqdm(data, desc="queries"):
         ctx, q, ans = case["contexts"], case["question"], norm(case["answer"])
         tokens_in = sum(count_tokens(c) for c in ctx)
+        tokens_total += tokens_in
         sentences += sum(len(split_sentences(c)) for c in ctx)
         text, s = timed(lc, ctx, q)
         secs["langchain"].append(s)
@@ -185,7 +187,7 @@ def benchmark(args: argparse.Namespace) -> None:
     base = statistics.median(secs["langchain"])
     print(
         f"\n{n} questions x {args.docs} documents (~{sentences / n:.0f} sentences, "
-        f"~{tokens_in} tokens each), requested rate {args.rate}, coarse={args.coarse}"
+        f"~{tokens_total / n:.0f} tokens each), requested rate {args.rate}, coarse={args.coarse}"
     )
     print(
         f"{'system':<11} {'median s':>9} {'speedup':>8} {'sent/s':>8} "
