@@ -336,6 +336,19 @@ def word_costs(reader: Any, text: str, cps: np.ndarray, words: Words) -> np.ndar
     return np.bincount(owner, minlength=len(words)).astype(np.int64)
 
 
+def isolated_costs(reader: Any, text: str, words: Words) -> np.ndarray:
+    """Reader tokens of each word encoded on its own (LLMLingua-2's per-word weights)."""
+    pieces = [text[s:e] for s, e in zip(words.start.tolist(), words.end.tolist(), strict=True)]
+    enc = getattr(reader, "_enc", None)
+    if enc is not None:
+        return np.fromiter(map(len, enc.encode_ordinary_batch(pieces)), np.int64, len(pieces))
+    fast = getattr(reader, "_fast", None)
+    if fast is not None:
+        encs = fast.encode_batch(pieces, add_special_tokens=False)
+        return np.fromiter((len(e.ids) for e in encs), np.int64, len(pieces))
+    return np.asarray([reader.count(p) for p in pieces], dtype=np.int64)
+
+
 # ------------------------------------------------------------------ per context
 
 
@@ -672,10 +685,11 @@ class TokenClassificationCompressor(BaseCompressor):
         assert words is not None and ctx.cost is not None and ctx.forced is not None
         rate = request.budget.requested_rate(total)
         keep = np.zeros(len(words), dtype=bool)
+        alone = isolated_costs(self.tokenizer, ctx.text, words)
         word_chunk_start = np.searchsorted(words.first_token, [a for a, _ in ctx.chunks])
         bounds = [*word_chunk_start.tolist(), len(words)]
         for lo, hi in itertools.pairwise(bounds):
-            s, c = score[lo:hi], ctx.cost[lo:hi]
+            s, c = score[lo:hi], alone[lo:hi]
             if not s.size:
                 continue
             weighted = np.repeat(s, c) if c.sum() else s
