@@ -56,6 +56,7 @@ from ctxzip.compressors.token_labels import (  # noqa: E402
 )
 
 from ctxzip import Budget  # noqa: E402
+from ctxzip.protect import Protect  # noqa: E402
 from ctxzip.tokens import count_tokens, get_tokenizer  # noqa: E402
 
 READER = "gpt-3.5-turbo"  # cl100k_base, what llmlingua counts with
@@ -215,7 +216,8 @@ def main() -> None:
     print(f"text: {n_in} cl100k tokens, {len(text)} chars; rate {args.rate}; model {folder.name}")
     print(f"torch threads: {torch.get_num_threads()}; cpu count: {os.cpu_count()}")
 
-    opts = {"tokenizer": READER, "max_length": 512, "batch_size": 50}
+    # llmlingua's settings: 512-token windows, batches of 50, nothing protected
+    opts = {"tokenizer": READER, "max_length": 512, "batch_size": 50, "protect": Protect()}
     systems = {
         "fp32": TokenClassificationCompressor(str(folder), **opts),
         "per-chunk": TokenClassificationCompressor(str(folder), per_chunk=True, **opts),
