@@ -68,12 +68,31 @@ class SweepConfig:
 
 
 def text_methods(names: Sequence[str]) -> list[str]:
-    """The registered methods that produce text, minus those a baseline covers."""
+    """The registered methods that compress text, minus those a baseline covers."""
     return [
         n
         for n in names
-        if not n.startswith(NON_TEXT_PREFIXES) and n not in SKIP_BY_DEFAULT and n != TRUNCATE
+        if not n.startswith(NON_TEXT_PREFIXES)
+        and n not in SKIP_BY_DEFAULT
+        and n != TRUNCATE
+        and _takes_tokenizer(n)
     ]
+
+
+def _takes_tokenizer(name: str) -> bool:
+    """Text methods count budgets in the reader's tokenizer, so they accept `tokenizer`.
+
+    Image methods (which count provider image tokens) do not, and are left out of `all`.
+    """
+    import inspect
+
+    from ctxzip.registry import compressor_class
+
+    try:
+        params = inspect.signature(compressor_class(name)).parameters.values()
+    except Exception:
+        return True  # let the sweep try it and report why it fails
+    return any(p.name == "tokenizer" or p.kind is p.VAR_KEYWORD for p in params)
 
 
 def resolve_methods(requested: Sequence[str]) -> list[str]:

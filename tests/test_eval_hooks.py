@@ -139,3 +139,16 @@ def test_a_method_that_reads_itself_needs_a_local_reader(tmp_path: Path) -> None
     config = SweepConfig(methods=[METHOD], rates=[0.5], out=str(tmp_path), baselines=False)
     records, failed, _ = run_sweep(config, items, remote, progress=False, log=_quiet)
     assert records == [] and "use a local reader" in failed[METHOD]
+
+
+def test_all_means_every_text_method() -> None:
+    from ctxzip.evals.sweep import resolve_methods
+
+    from ctxzip.registry import compressor_names
+
+    chosen = resolve_methods(["all"])
+    assert {"extractive", "token-classification"} <= set(chosen)
+    assert not {"noop", "truncate"} & set(chosen)  # the baselines cover them
+    for name in compressor_names():
+        if name.startswith("vision") or name == "image-budget":  # images, not text
+            assert name not in chosen
