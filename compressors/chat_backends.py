@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -279,6 +280,7 @@ class OpenAIChatBackend:
         self._counter = counter
         self.max_tokens_field = max_tokens_field
         self._client: Any = None
+        self._lock = threading.Lock()  # concurrent jobs share one client
 
     def __repr__(self) -> str:
         return f"OpenAIChatBackend(model={self.model_id!r}, base_url={self.base_url!r})"
@@ -291,19 +293,22 @@ class OpenAIChatBackend:
         return int(self._counter(text))
 
     def _http(self) -> Any:
-        if self._client is None:
-            import httpx
+        with self._lock:
+            return self._client or self._build()
 
-            headers = {"Content-Type": "application/json"}
-            if self._api_key:
-                headers["Authorization"] = f"Bearer {self._api_key}"
-            self._client = httpx.Client(
-                base_url=self.base_url,
-                headers=headers,
-                timeout=self.timeout,
-                limits=httpx.Limits(max_connections=self.max_concurrency),
-                transport=httpx.HTTPTransport(retries=1),
-            )
+    def _build(self) -> Any:
+        import httpx
+
+        headers = {"Content-Type": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        self._client = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=self.timeout,
+            limits=httpx.Limits(max_connections=self.max_concurrency),
+            transport=httpx.HTTPTransport(retries=1),
+        )
         return self._client
 
     def close(self) -> None:
