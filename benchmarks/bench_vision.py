@@ -132,10 +132,15 @@ def main() -> None:
     parser.add_argument(
         "--knn-images", type=int, default=96, help="easy-vqa images (their batches are timed)"
     )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (0: torch's default)"
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch threads: {torch.get_num_threads()}", file=sys.stderr)
     converted_folder()
 
