@@ -15,7 +15,6 @@ from typing import Any
 
 import regex
 
-from ctxzip.models import load_sentence_transformer
 from ctxzip.units import split_sentences
 
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -91,18 +90,11 @@ class SupportChecker:
         self.device = device
 
     def _encode(self, texts: Sequence[str]) -> Any:
-        model = load_sentence_transformer(self.embedder_id, device=self.device)
-        return (
-            model.encode(
-                list(texts),
-                batch_size=64,
-                normalize_embeddings=True,
-                convert_to_tensor=True,
-                show_progress_bar=False,
-            )
-            .float()
-            .cpu()
-        )
+        """Unit vectors from the process-wide encoder (its LRU cache is shared with
+        `extractive`, so the sources embedded for relevance are not re-encoded by the guard)."""
+        from .extractive import get_encoder
+
+        return get_encoder(self.embedder_id, device=self.device).encode(list(texts))
 
     def relevance(self, pairs: Sequence[tuple[str, Sequence[str]]]) -> list[float]:
         """For each (query, sources): the best cosine between the query and a source sentence."""
