@@ -62,11 +62,11 @@ class TrainConfig:
     steps2: int = 200
     minutes1: float = 40.0
     minutes2: float = 12.0
-    batch: int = 8
-    lr1: float = 1e-3
+    batch: int = 4
+    lr1: float = 2e-3
     lr2: float = 1e-4
     warmup: int = 10
-    target_tokens: int = 32
+    target_tokens: int = 16
     alpha_kl: float = 2.0
     teacher_topk: int = 32
     seed: int = 0
@@ -74,7 +74,7 @@ class TrainConfig:
     device: str = "auto"
     checkpoint_every: float = 180.0
     eval_every: int = 100
-    eval_n: int = 48
+    eval_n: int = 32
     init: str | None = None  # a projector to start from (stage 2 defaults to stage 1's best)
     progress: bool = True
 
@@ -377,11 +377,15 @@ class Trainer:
                 group["lr"] = lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
             if stage == "1":
                 loss = self.stage1_loss(projector, idx)
-                row = {"loss": float(loss)}
+                row = {"loss": float(loss.detach())}
             else:
                 nll, kl = self.stage2_loss(projector, idx, cache)
                 loss = nll + cfg.alpha_kl * kl
-                row = {"loss": float(loss), "nll": float(nll), "kl": float(kl)}
+                row = {
+                    "loss": float(loss.detach()),
+                    "nll": float(nll.detach()),
+                    "kl": float(kl.detach()),
+                }
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(projector.parameters(), 1.0)
