@@ -404,7 +404,8 @@ def apply_image_budget(
     saliency: Callable[[Any], Any] | None = None,
 ) -> ImageBudgetOutcome:
     """Fit every image in an OpenAI chat or Anthropic messages `body` into `max_tokens`
-    vision tokens in total (shares proportional to each image's cost).
+    vision tokens in total (images cheaper than an equal share keep their cost; the rest of
+    the budget is shared in proportion to the bigger images' costs).
 
     The input body is not modified; the outcome's `body` is a rewritten copy, or None when no
     image changed. Remote URLs are measured and rewritten only when `fetch(url) -> bytes` is
@@ -430,8 +431,8 @@ def apply_image_budget(
     new_parts = dict(_image_parts(new_body, protocol))
     tokens_out = 0
     changed = False
-    for s in measured:
-        share = max(1, (max_tokens * (s.report.tokens_in or 0)) // tokens_in)
+    shares = _shares([s.report.tokens_in or 0 for s in measured], max_tokens)
+    for s, share in zip(measured, shares, strict=True):
         fitted = fit_image(
             s.image, share, protocol, detail=s.detail, model=model, mode=mode, saliency=saliency
         )
@@ -447,6 +448,19 @@ def apply_image_budget(
         new_body if changed else None, tokens_in, tokens_out if changed else tokens_in,
         [s.report for s in slots], time.perf_counter() - start, max_tokens,
     )  # fmt: skip
+
+
+def _shares(costs: list[int], budget: int) -> list[int]:
+    """Water-filling: an image that fits in an equal split of what is left is left alone."""
+    shares = [0] * len(costs)
+    left, order = budget, sorted(range(len(costs)), key=costs.__getitem__)
+    while order and costs[order[0]] <= left // len(order):
+        i = order.pop(0)
+        shares[i], left = costs[i], left - costs[i]
+    total = sum(costs[i] for i in order)
+    for i in order:
+        shares[i] = max(1, left * costs[i] // total)
+    return shares
 
 
 def _read_slots(

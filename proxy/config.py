@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ctxzip.compressors.image_budget import ImageBudgetSettings
 from ctxzip.middleware.messages import MessagePolicy, RateRange
 
 from ctxzip.errors import CtxzipError
@@ -140,6 +141,18 @@ class LocalConfig:
 
 
 @dataclass
+class ImagesConfig:
+    """Per-request image-token budgets (off by default); see ctxzip.compressors.image_budget."""
+
+    enabled: bool = False
+    max_tokens: int = 1500
+    mode: str = "downscale"
+    allow_remote_urls: bool = False
+    allowed_hosts: list[str] = field(default_factory=list)
+    max_image_bytes: int = 20 * 1024 * 1024
+
+
+@dataclass
 class ProxyConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     upstreams: dict[str, UpstreamConfig] = field(default_factory=dict)
@@ -150,6 +163,7 @@ class ProxyConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
 
     def validate(self) -> ProxyConfig:
         """Check cross-field rules; raise ConfigError with one clear line."""
@@ -178,6 +192,10 @@ class ProxyConfig:
                 raise ConfigError(f"models.{glob!r} names unknown upstream {name!r}")
         if self.limits.max_body_bytes < 1024:
             raise ConfigError("limits.max_body_bytes must be at least 1024")
+        try:
+            self.image_settings()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if self.timeouts.retries < 0 or self.timeouts.retries > 10:
             raise ConfigError("timeouts.retries must be between 0 and 10")
         self.server.forward_headers = [h.lower() for h in self.server.forward_headers]
@@ -185,6 +203,9 @@ class ProxyConfig:
             if h in self.server.forward_headers:
                 raise ConfigError(f"server.forward_headers may not include {h!r}")
         return self
+
+    def image_settings(self) -> ImageBudgetSettings:
+        return ImageBudgetSettings(**dataclasses.asdict(self.images))
 
     def secrets(self) -> list[str]:
         """Every configured secret value (for log redaction)."""

@@ -8,6 +8,7 @@ import logging
 import time
 from typing import Any
 
+from ctxzip.compressors.image_budget import ImageBudgetOutcome
 from ctxzip.proxy.compression import CompressionFailed, CompressionService, Outcome
 from ctxzip.proxy.config import ProxyConfig
 from ctxzip.proxy.errors import Protocol, ProxyError, error_body, protocol_for_path
@@ -17,6 +18,8 @@ from ctxzip.proxy.streaming import Relay
 from ctxzip.proxy.upstream import Target, Upstreams, join_url, response_headers, safe_subpath
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+from ctxzip.errors import CtxzipError
 
 log = logging.getLogger("ctxzip.proxy")
 _TRUE = {"1", "true", "yes", "on"}
@@ -34,6 +37,7 @@ class State:
             method=c.method, options=c.options, tokenizer=c.tokenizer, policy=c.policy(),
             timeout_s=c.timeout_s, cache_size=c.cache_size, max_batch=c.max_batch,
         )  # fmt: skip
+        self.images = config.image_settings()
         self.upstreams = Upstreams(config)
         self.local = LocalModel(config.local.model, config.local.device, config.local.max_tokens)
         self.ready = False
@@ -218,6 +222,28 @@ class Handlers:
         self.metrics.tokens(route, outcome.tokens_in, outcome.tokens_out)
         return outcome
 
+    async def _fit_images(self, data: dict[str, Any], protocol: Protocol,
+                          route: str) -> ImageBudgetOutcome | None:  # fmt: skip
+        """Shrink images to the configured per-request image-token budget (fail-open)."""
+        try:
+            out = await self.state.images.aapply(data, protocol)
+        except (CtxzipError, OSError, ValueError) as exc:
+            self.metrics.fail("image_budget")
+            log.warning("image budget failed: %s", exc)
+            return None
+        if out is not None and out.tokens_in:
+            self.metrics.tokens(f"{route}_images", out.tokens_in, out.tokens_out)
+        return out
+
+    @staticmethod
+    def image_headers(out: ImageBudgetOutcome | None) -> list[tuple[bytes, bytes]]:
+        if out is None or not out.tokens_in:
+            return []
+        return [
+            (b"x-ctxzip-image-tokens-in", str(out.tokens_in).encode()),
+            (b"x-ctxzip-image-tokens-out", str(out.tokens_out).encode()),
+        ]
+
     def _encode(self, outcome: Outcome, raw: bytes) -> bytes:
         if outcome.body is None:
             return raw
@@ -257,11 +283,17 @@ class Handlers:
             raw = await read_body(request, self.config.limits.max_body_bytes)
             data = parse_json(raw, self.config.limits.max_json_depth)
             validate_chat(data, protocol)
-            outcome = await self._compress(data, protocol, route, overrides, len(raw))
+            size = len(raw)
+            images = await self._fit_images(data, protocol, route)
+            if images is not None and images.body is not None:
+                data, raw = images.body, b""  # re-encoded below
+            outcome = await self._compress(data, protocol, route, overrides, size)
+            if not raw and outcome.body is None:
+                outcome.body = data
             body = self._encode(outcome, raw)
             stream = bool(data.get("stream"))
             target = self.state.upstreams.pick(route, data.get("model"))
-            extra = self.ctx_headers(outcome)
+            extra = self.ctx_headers(outcome) + self.image_headers(images)
             if target is None:
                 forwarded = outcome.body if outcome.body is not None else data
                 return await self._local(forwarded, protocol, stream, extra, route, start)
