@@ -89,14 +89,15 @@ def main() -> None:
     targets = [tok(r["text"], add_special_tokens=False)["input_ids"][:32] for r in rows]
     proj, _ = comp.projector()
     rng = random.Random(1234)
-    none = stage1_nll(
-        model,
-        tok,
-        proj,
-        torch.zeros(0, 384),
-        targets,
-        encode_with_slots(tok, STAGE1_TEMPLATE.replace(PLACEHOLDER, "")),
-    )
+    with torch.no_grad():
+        none = stage1_nll(
+            model,
+            tok,
+            proj,
+            torch.zeros(0, 384),
+            targets,
+            encode_with_slots(tok, STAGE1_TEMPLATE.replace(PLACEHOLDER, "")),
+        )
     print(f"no soft token: NLL {float(none.mean()):.3f}")
     report["none_nll"] = float(none.mean())
     for k in [int(x) for x in args.ks.split(",")]:
