@@ -32,6 +32,11 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
+def _colour(cmap: Any, n: int) -> Any:
+    """tab10 without its grey (index 7), which the baselines use."""
+    return cmap([0, 1, 2, 3, 4, 5, 6, 8, 9][n % 9])
+
+
 def plot_sweep(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
     """Write the PNG and return its path."""
     import matplotlib
@@ -64,7 +69,7 @@ def plot_sweep(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> P
             rs = sorted(rs, key=lambda r: r["achieved_rate"])
             xs = [r["achieved_rate"] for r in rs]
             ys = [r[metric] for r in rs]
-            colour, line, marker = _BASELINE_STYLE.get(method, (colours(n % 10), "-", "o"))
+            colour, line, marker = _BASELINE_STYLE.get(method, (_colour(colours, n), "-", "o"))
             ax.plot(xs, ys, linestyle=line, marker=marker, color=colour, label=method)
             ax.fill_between(
                 xs,
