@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-DEMO_LIMIT = 8
+DEMO_LIMIT = 12
 DEMO_RATES = (0.33, 0.1)
 
 
