@@ -9,14 +9,19 @@ import anthropic
 import httpx
 import openai
 import pytest
-from test_proxy_fakes import LONG_CONTEXT, FakeUpstream, make_config, run_proxy, serve
+from test_proxy_fakes import (
+    LONG_CONTEXT,
+    FakeUpstream,
+    make_config,
+    run_proxy,
+    running_upstream,
+    serve,
+)
 
 
 @pytest.fixture(scope="module")
 def upstream():
-    fake = FakeUpstream()
-    with serve(fake.app) as url:
-        fake.url = url
+    with running_upstream() as fake:
         yield fake
 
 

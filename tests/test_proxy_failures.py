@@ -12,7 +12,14 @@ import httpx
 import openai
 import pytest
 from ctxzip.compressors.truncate import TruncateCompressor
-from test_proxy_fakes import LONG_CONTEXT, FakeUpstream, free_port, make_config, run_proxy, serve
+from test_proxy_fakes import (
+    LONG_CONTEXT,
+    FakeUpstream,
+    free_port,
+    make_config,
+    run_proxy,
+    running_upstream,
+)
 
 from ctxzip.compressor import BaseCompressor, Compressed
 
@@ -63,9 +70,7 @@ EMPTYING = "test_proxy_failures:EmptyingCompressor"
 
 @pytest.fixture(scope="module")
 def upstream():
-    fake = FakeUpstream()
-    with serve(fake.app) as url:
-        fake.url = url
+    with running_upstream() as fake:
         yield fake
 
 

@@ -213,6 +213,15 @@ def make_config(upstream_url: str | None, **sections: Any) -> Any:
 
 
 @contextlib.contextmanager
+def running_upstream() -> Iterator[FakeUpstream]:
+    """A recording upstream served on loopback, its base URL in `.url`."""
+    fake = FakeUpstream()
+    with serve(fake.app) as url:
+        fake.url = url
+        yield fake
+
+
+@contextlib.contextmanager
 def run_proxy(config: Any) -> Iterator[tuple[str, Any]]:
     """Start a proxy for `config`; yield (base URL, app state) once it is ready."""
     app = build_app(config)

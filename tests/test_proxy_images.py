@@ -11,7 +11,7 @@ import pytest
 from ctxzip.compressors.image_budget import anthropic_image_tokens, openai_image_tokens
 from ctxzip.proxy.config import ConfigError
 from PIL import Image
-from test_proxy_fakes import FakeUpstream, make_config, run_proxy, serve
+from test_proxy_fakes import make_config, run_proxy, running_upstream
 
 IMAGES = {"enabled": True, "max_tokens": 400}
 
@@ -28,9 +28,7 @@ def size_of(b64: str) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def upstream():
-    fake = FakeUpstream()
-    with serve(fake.app) as url:
-        fake.url = url
+    with running_upstream() as fake:
         yield fake
 
 
