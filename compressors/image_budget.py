@@ -38,6 +38,7 @@ from typing import Any, ClassVar, Literal
 
 from ctxzip.budget import Budget
 from ctxzip.errors import InputError
+from ctxzip.result import Accounting
 
 Provider = Literal["openai", "anthropic"]
 Mode = Literal["downscale", "crop"]
@@ -617,7 +618,7 @@ class ImageBudgetSettings:
 
 # -- the compressor interface ---------------------------------------------------------------
 @dataclass
-class ImageBudgetResult:
+class ImageBudgetResult(Accounting):
     """Fitted images (PIL) plus the accounting every ctxzip result carries."""
 
     images: list[Any]
@@ -632,27 +633,8 @@ class ImageBudgetResult:
     reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def rate(self) -> float:
-        return self.tokens_out / self.tokens_in if self.tokens_in else 1.0
-
-    @property
-    def ratio(self) -> float:
-        return self.tokens_in / self.tokens_out if self.tokens_out else 1.0
-
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "tokens_in": self.tokens_in,
-            "tokens_out": self.tokens_out,
-            "tokenizer": self.tokenizer,
-            "budget": str(self.budget),
-            "requested_rate": round(self.requested_rate, 6),
-            "rate": round(self.rate, 6),
-            "seconds": round(self.seconds, 6),
-            "sizes": [[list(f.size_in), list(f.size_out)] for f in self.fitted],
-            "reason": self.reason,
-        }
+        return self.stats(sizes=[[list(f.size_in), list(f.size_out)] for f in self.fitted])
 
 
 class ImageBudgetCompressor:

@@ -12,7 +12,6 @@ from original tokens to output tokens.
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
 import time
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ import torch
 from ctxzip.budget import Budget
 from ctxzip.errors import InputError
 from ctxzip.models import pick_device, pick_dtype
+from ctxzip.result import Accounting
 
 from .vision_tokens import TokenState
 
@@ -55,7 +55,7 @@ class VisionRequest:
 
 
 @dataclass
-class VisionCompressionResult:
+class VisionCompressionResult(Accounting):
     """Reduced vision tokens plus the accounting every ctxzip result carries."""
 
     tokens: torch.Tensor  # [B, K, C]
@@ -72,34 +72,12 @@ class VisionCompressionResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def rate(self) -> float:
-        return self.tokens_out / self.tokens_in if self.tokens_in else 1.0
-
-    @property
-    def ratio(self) -> float:
-        if self.tokens_out == 0:
-            return math.inf if self.tokens_in else 1.0
-        return self.tokens_in / self.tokens_out
-
-    @property
     def kept(self) -> list[list[int]]:
         """Per image, the output token index of each original token (the text results' `kept`)."""
         return [row.tolist() for row in self.source.cpu()]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "shape": list(self.tokens.shape),
-            "tokens_in": self.tokens_in,
-            "tokens_out": self.tokens_out,
-            "tokenizer": self.tokenizer,
-            "budget": str(self.budget),
-            "requested_rate": round(self.requested_rate, 6),
-            "rate": round(self.rate, 6),
-            "ratio": None if math.isinf(self.ratio) else round(self.ratio, 4),
-            "seconds": round(self.seconds, 6),
-            "reason": self.reason,
-        }
+        return self.stats(shape=list(self.tokens.shape))
 
 
 class VisionCompressor:

@@ -35,8 +35,51 @@ class CompressionRequest:
         )
 
 
+class Accounting:
+    """Rate, ratio and the stats every result kind reports (text, vision tokens, images).
+
+    Mixed into the result dataclasses, which declare these fields themselves."""
+
+    tokens_in: int
+    tokens_out: int
+    tokenizer: str
+    requested_rate: float
+    seconds: float
+    method: str
+    budget: Budget
+    reason: str | None
+
+    @property
+    def rate(self) -> float:
+        """Achieved kept fraction: tokens_out / tokens_in."""
+        return self.tokens_out / self.tokens_in if self.tokens_in else 1.0
+
+    @property
+    def ratio(self) -> float:
+        """Compression ratio tokens_in / tokens_out (inf when nothing is left)."""
+        if self.tokens_out == 0:
+            return math.inf if self.tokens_in else 1.0
+        return self.tokens_in / self.tokens_out
+
+    def stats(self, **fields: Any) -> dict[str, Any]:
+        """The JSON-ready accounting, with a result kind's own `fields` after `method`."""
+        return {
+            "method": self.method,
+            **fields,
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "tokenizer": self.tokenizer,
+            "budget": str(self.budget),
+            "requested_rate": round(self.requested_rate, 6),
+            "rate": round(self.rate, 6),
+            "ratio": None if math.isinf(self.ratio) else round(self.ratio, 4),
+            "seconds": round(self.seconds, 6),
+            "reason": self.reason,
+        }
+
+
 @dataclass
-class CompressionResult:
+class CompressionResult(Accounting):
     """Compressed contexts plus honest accounting of what was kept.
 
     `texts[i]` is the compressed form of context ``i`` (empty when it was dropped);
@@ -57,35 +100,10 @@ class CompressionResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def rate(self) -> float:
-        """Achieved kept fraction: tokens_out / tokens_in."""
-        return self.tokens_out / self.tokens_in if self.tokens_in else 1.0
-
-    @property
-    def ratio(self) -> float:
-        """Compression ratio tokens_in / tokens_out (inf when nothing is left)."""
-        if self.tokens_out == 0:
-            return math.inf if self.tokens_in else 1.0
-        return self.tokens_in / self.tokens_out
-
-    @property
     def text(self) -> str:
         """All non-empty compressed contexts joined by blank lines, ready for a prompt."""
         return "\n\n".join(t for t in self.texts if t)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (used by the CLI's --json and the proxy's /v1/compress)."""
-        return {
-            "method": self.method,
-            "texts": self.texts,
-            "kept": [[list(s) for s in spans] for spans in self.kept],
-            "tokens_in": self.tokens_in,
-            "tokens_out": self.tokens_out,
-            "tokenizer": self.tokenizer,
-            "budget": str(self.budget),
-            "requested_rate": round(self.requested_rate, 6),
-            "rate": round(self.rate, 6),
-            "ratio": None if math.isinf(self.ratio) else round(self.ratio, 4),
-            "seconds": round(self.seconds, 6),
-            "reason": self.reason,
-        }
+        return self.stats(texts=self.texts, kept=[[list(s) for s in spans] for spans in self.kept])
