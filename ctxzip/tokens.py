@@ -2,8 +2,10 @@
 
 OpenAI encodings come from tiktoken. tiktoken downloads its BPE files on first use,
 which fails offline, so we seed tiktoken's own cache from the copies that the
-`bpe-openai` package ships (tiktoken still checks their SHA-256). Hugging Face ids
-and local folders use the model's own fast tokenizer.
+`bpe-openai` package ships (tiktoken still checks their SHA-256). Counting, the hot
+path, goes through `bpe-openai`'s Rust counter, which gives the same numbers without
+building the token list and is about twice as fast as tiktoken on cl100k. Hugging Face
+ids and local folders use the model's own fast tokenizer.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import os
 import re
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from importlib import resources
-from typing import Protocol
+from typing import Any, Protocol
 
 from ctxzip.errors import ModelNotFoundError
 
@@ -77,6 +80,7 @@ class TiktokenTokenizer:
 
         _seed_tiktoken_cache(encoding_name)
         self._enc = tiktoken.get_encoding(encoding_name)
+        self._counter = _bpe_counter(encoding_name)
         self.name = label or encoding_name
 
     def encode(self, text: str) -> list[int]:
@@ -92,9 +96,25 @@ class TiktokenTokenizer:
 
     def count(self, text: str) -> int:
         if len(text) < _PARALLEL_CHARS or _THREADS == 1:
-            return len(self._enc.encode_ordinary(text))
-        pieces = _split_for_counting(text, _THREADS * 2)
-        return sum(map(len, self._enc.encode_ordinary_batch(pieces, num_threads=_THREADS)))
+            return self._count_piece(text)
+        # Both counters release the GIL, so long texts are counted on every core.
+        return sum(_counting_pool().map(self._count_piece, _split_for_counting(text, _THREADS)))
+
+    def _count_piece(self, text: str) -> int:
+        if self._counter is not None:
+            return int(self._counter.count(text))
+        return len(self._enc.encode_ordinary(text))
+
+
+def _bpe_counter(encoding_name: str) -> Any:
+    """bpe-openai's native counter for `encoding_name`, or None to count with tiktoken."""
+    try:
+        from bpe_openai import _bindings
+    except ImportError:
+        return None
+    if encoding_name not in _bindings.supported_encodings():
+        return None
+    return _bindings.tokenizer_for_encoding(encoding_name)
 
 
 class HFTokenizer:
@@ -135,6 +155,11 @@ _THREADS = max(1, min(8, os.cpu_count() or 1))
 # Between a letter and " letter" both OpenAI pre-tokenisers always end one piece and
 # start the next, so cutting there and summing the counts is exact.
 _SAFE_CUT = re.compile(r"(?<=[A-Za-z]) (?=[A-Za-z])")
+
+
+@lru_cache(maxsize=1)
+def _counting_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(_THREADS, thread_name_prefix="ctxzip-count")
 
 
 def _split_for_counting(text: str, parts: int) -> list[str]:

@@ -56,6 +56,29 @@ def test_parallel_count_is_exact(model):
     assert "".join(pieces) == text and len(pieces) == 4
 
 
+AWKWARD = [
+    "",
+    " ",
+    "   \n  \n\n\t x",
+    "naïve façade straße 中文 日本語 한국어",
+    "😀👍🏽 emoji\u200bjoined",
+    "it's THEY'RE we'll 12345678901 3.14159",
+    "<|endoftext|> <|fim_prefix|> <|im_start|>",
+    "a" * 3000,
+    " " * 500 + "x",
+    "\r\n".join(["line"] * 50),
+]
+
+
+@pytest.mark.parametrize("encoding", sorted(KNOWN))
+def test_native_count_matches_tiktoken(encoding):
+    # the fast counter must give tiktoken's number on text that stresses the pre-tokeniser
+    tok = get_tokenizer(encoding)
+    assert tok._counter is not None
+    for text in AWKWARD:
+        assert tok.count(text) == len(tok._enc.encode_ordinary(text)), text[:40]
+
+
 def test_hf_tokenizer_counts():
     tok = get_tokenizer("sentence-transformers/all-MiniLM-L6-v2")
     ids = tok.encode("hello world")
