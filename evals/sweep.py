@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,19 +244,10 @@ class Sweep:
             self._compress_and_read(cond, items)
             return
         todo = [it for it in items if self._ckey(cond, it) not in self.compressions]
-        if not todo or cond.method in self.errors:
+        comp = self._compressor_for(cond, todo)
+        if comp is None:
             return
-        try:
-            comp = self._compressor(cond.method)
-        except Exception as exc:
-            self._fail(cond.method, exc)
-            return
-        assert cond.rate is not None
-        budget = Budget(rate=cond.rate)
-        step = max(1, self.config.compress_batch)
-        for start in range(0, len(todo), step):
-            chunk = todo[start : start + step]
-            requests = [CompressionRequest.of(it.contexts, it.question, budget) for it in chunk]
+        for chunk, requests in self._batches(cond, todo):
             try:
                 results = comp.compress_batch(requests)
             except Exception as exc:
@@ -274,25 +265,16 @@ class Sweep:
     def _compress_and_read(self, cond: Condition, items: Sequence[QAItem]) -> None:
         """A method that answers through the reader's model: compress and answer together."""
         todo = [it for it in items if self._skey(cond, it) not in self.answers]
-        if not todo or cond.method in self.errors:
-            return
-        if not hasattr(self.reader, "hf_tokenizer"):
+        if todo and cond.method not in self.errors and not hasattr(self.reader, "hf_tokenizer"):
             self._fail(
                 cond.method, InputError("it reads through a local model: use a local reader")
             )
             return
-        try:
-            comp = self._compressor(cond.method)
-        except Exception as exc:
-            self._fail(cond.method, exc)
+        comp = self._compressor_for(cond, todo)
+        if comp is None:
             return
-        assert cond.rate is not None
-        budget = Budget(rate=cond.rate)
-        step = max(1, self.config.compress_batch)
         _seed_everything(self.config.seed)
-        for start in range(0, len(todo), step):
-            chunk = todo[start : start + step]
-            requests = [CompressionRequest.of(it.contexts, it.question, budget) for it in chunk]
+        for chunk, requests in self._batches(cond, todo):
             try:
                 pairs = list(comp.eval_answers(requests, self.reader))  # type: ignore[attr-defined]
                 if len(pairs) != len(chunk):
@@ -304,6 +286,26 @@ class Sweep:
             for it, (res, _), ans in zip(chunk, pairs, answers, strict=True):
                 self.compressions.put(self._ckey(cond, it), _compression_record(res))
                 self.answers.put(self._skey(cond, it), asdict(ans))
+
+    def _compressor_for(self, cond: Condition, todo: Sequence[QAItem]) -> Compressor | None:
+        """The method's compressor when there is work for it, else None (failures recorded)."""
+        if not todo or cond.method in self.errors:
+            return None
+        try:
+            return self._compressor(cond.method)
+        except Exception as exc:
+            self._fail(cond.method, exc)
+            return None
+
+    def _batches(
+        self, cond: Condition, todo: Sequence[QAItem]
+    ) -> Iterator[tuple[Sequence[QAItem], list[CompressionRequest]]]:
+        assert cond.rate is not None
+        budget = Budget(rate=cond.rate)
+        step = max(1, self.config.compress_batch)
+        for start in range(0, len(todo), step):
+            chunk = todo[start : start + step]
+            yield chunk, [CompressionRequest.of(it.contexts, it.question, budget) for it in chunk]
 
     def _fail(self, method: str, exc: Exception) -> None:
         self.errors[method] = f"{type(exc).__name__}: {exc}"
