@@ -93,11 +93,38 @@ def _batches(jobs: Sequence[Any], lengths: Sequence[int], size: int) -> list[lis
     return [order[i : i + size] for i in range(0, len(order), size)]
 
 
-class Seq2SeqBackend:
+class _LocalBackend:
+    """What both local backends share: where the model runs, how it batches, its window."""
+
+    local = True
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        max_input_tokens: int | None = None,
+        batch_size: int = 8,
+        device: str = "auto",
+        dtype: str = "auto",
+    ) -> None:
+        self.model_id = model
+        self.max_input_tokens = max_input_tokens
+        self.batch_size = batch_size
+        self.device = device
+        self.dtype = dtype
+
+    def _load(self) -> tuple[Any, Any]:
+        """(model, tokenizer), loaded once per process by ctxzip.models."""
+        raise NotImplementedError
+
+    def count(self, text: str) -> int:
+        return len(self._load()[1](text, add_special_tokens=False)["input_ids"])
+
+
+class Seq2SeqBackend(_LocalBackend):
     """Any `AutoModelForSeq2SeqLM` (e.g. RECOMP's T5 compressors), RECOMP's input format."""
 
     name = "seq2seq"
-    local = True
 
     def __init__(
         self,
@@ -109,19 +136,18 @@ class Seq2SeqBackend:
         device: str = "auto",
         dtype: str = "auto",
     ) -> None:
-        self.model_id = model
+        super().__init__(
+            model,
+            max_input_tokens=max_input_tokens,
+            batch_size=batch_size,
+            device=device,
+            dtype=dtype,
+        )
         self.input_format = input_format
-        self.max_input_tokens = max_input_tokens
-        self.batch_size = batch_size
-        self.device = device
-        self.dtype = dtype
 
     def _load(self) -> tuple[Any, Any]:
         model = load_model(self.model_id, "AutoModelForSeq2SeqLM", self.device, self.dtype)
         return model, load_tokenizer(self.model_id)
-
-    def count(self, text: str) -> int:
-        return len(self._load()[1](text, add_special_tokens=False)["input_ids"])
 
     def _window(self, tokenizer: Any, model: Any) -> int:
         if self.max_input_tokens:
@@ -164,35 +190,16 @@ class Seq2SeqBackend:
         return [Generation(t, c) for t, c in zip(outputs, truncated, strict=True)]
 
 
-class CausalChatBackend:
+class CausalChatBackend(_LocalBackend):
     """A local causal LM with a chat template (default SmolLM2-135M-Instruct)."""
 
     name = "causal"
-    local = True
-
-    def __init__(
-        self,
-        model: str,
-        *,
-        max_input_tokens: int | None = None,
-        batch_size: int = 8,
-        device: str = "auto",
-        dtype: str = "auto",
-    ) -> None:
-        self.model_id = model
-        self.max_input_tokens = max_input_tokens
-        self.batch_size = batch_size
-        self.device = device
-        self.dtype = dtype
 
     def _load(self) -> tuple[Any, Any]:
         model, tokenizer = load_causal_lm(self.model_id, device=self.device, dtype=self.dtype)
         if getattr(tokenizer, "chat_template", None) is None:
             raise CtxzipError(f"model {self.model_id!r} has no chat template; use a chat model")
         return model, tokenizer
-
-    def count(self, text: str) -> int:
-        return len(self._load()[1](text, add_special_tokens=False)["input_ids"])
 
     def generate(self, jobs: Sequence[Job]) -> list[Generation]:
         import torch
