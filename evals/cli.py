@@ -54,7 +54,7 @@ def _method_options(pairs: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     default="pyref",
     show_default=True,
     help="pyref (bundled), synthetic[:n_items=..,n_docs=..,difficulty=..], "
-    "hf:NAME[:SPLIT], or a JSONL/JSON file (ours, FlashRAG, NQ-open, TriviaQA, "
+    "hf:NAME[[:CONFIG]:SPLIT], or a JSONL/JSON file (ours, FlashRAG, NQ-open, TriviaQA, "
     "HotpotQA).",
 )
 @click.option(

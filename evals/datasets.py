@@ -110,6 +110,11 @@ def item_from_record(record: dict[str, Any], index: int) -> QAItem:
         raw_contexts = sr.get("search_context", []) if isinstance(sr, dict) else sr
     if isinstance(raw_contexts, str):
         raw_contexts = [raw_contexts]
+    if isinstance(raw_contexts, dict) and "sentences" in raw_contexts:  # HF HotpotQA, by column
+        titles, sentences = raw_contexts.get("title") or [], raw_contexts["sentences"]
+        if len(titles) != len(sentences):
+            raise InputError(f"record {index}: {len(titles)} titles for {len(sentences)} contexts")
+        raw_contexts = list(zip(titles, sentences, strict=True))
     contexts = [_context_text(c) for c in raw_contexts or []]
     gold_index = record.get("gold_index")
     metadata = dict(record.get("metadata") or {})
@@ -195,7 +200,7 @@ def bundled_path(name: str) -> Path:
 
 
 def load_dataset(spec: str, *, seed: int = 0, **generator_options: Any) -> list[QAItem]:
-    """`pyref` (bundled), `synthetic[:key=value,...]` (generated), `hf:NAME[:SPLIT]`, or a path."""
+    """`pyref` (bundled), `synthetic[:key=value,...]`, `hf:NAME[[:CONFIG]:SPLIT]`, or a path."""
     if spec in BUNDLED:
         return load_file(bundled_path(spec))
     if spec == "synthetic" or spec.startswith("synthetic:"):
@@ -204,9 +209,12 @@ def load_dataset(spec: str, *, seed: int = 0, **generator_options: Any) -> list[
         options = {**parse_generator_spec(spec), **generator_options}
         options.setdefault("seed", seed)
         return generate(**options)
-    if spec.startswith("hf:"):
+    if spec.startswith("hf:"):  # hf:NAME, hf:NAME:SPLIT or hf:NAME:CONFIG:SPLIT
         _, name, *rest = spec.split(":")
-        return load_hf(name, split=rest[0] if rest else "validation")
+        if len(rest) > 2:
+            raise InputError(f"{spec!r}: use hf:NAME, hf:NAME:SPLIT or hf:NAME:CONFIG:SPLIT")
+        config = rest[0] if len(rest) == 2 else None
+        return load_hf(name, split=rest[-1] if rest else "validation", config=config)
     if not Path(spec).exists():
         known = ", ".join([*BUNDLED, "synthetic", "hf:NAME", "a file path"])
         raise InputError(f"unknown dataset {spec!r} (use one of: {known})")

@@ -110,6 +110,27 @@ def test_bad_files_fail_clearly(tmp_path: Path) -> None:
         datasets.load_dataset("no-such-set")
 
 
+def test_hugging_face_datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `datasets` reads a local folder offline; the columnar HotpotQA context is regrouped
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "hotpot_local"
+    folder.mkdir()
+    record = {
+        "id": "h1",
+        "question": "Which country is Paris in?",
+        "answer": "France",
+        "context": {"title": ["Paris", "Lyon"], "sentences": [["Paris is in France."], ["No."]]},
+    }
+    (folder / "validation.jsonl").write_text(json.dumps(record) + "\n")
+    (item,) = datasets.load_dataset(f"hf:{folder}")
+    assert item.id == "h1" and item.answers == ["France"]
+    assert item.contexts == ["Paris\nParis is in France.", "Lyon\nNo."]
+    with pytest.raises(InputError, match="cannot load hf:"):
+        datasets.load_dataset(f"hf:{folder}:train")  # no such split
+    with pytest.raises(InputError, match="hf:NAME:CONFIG:SPLIT"):
+        datasets.load_dataset("hf:a:b:c:d")
+
+
 def test_corpus_retrieval(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus.jsonl"
     docs = [
