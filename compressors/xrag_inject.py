@@ -115,8 +115,15 @@ def chat_prompt(tokenizer: Any, user: str, system: str | None = None) -> str:
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": user}
     ]
+    return chat_prompt_messages(tokenizer, messages)
+
+
+def chat_prompt_messages(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str:
+    """A whole conversation through the chat template as text, ready for the reply."""
     if getattr(tokenizer, "chat_template", None):
         return str(
-            tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            tokenizer.apply_chat_template(
+                list(messages), tokenize=False, add_generation_prompt=True
+            )
         )
-    return (system + "\n\n" if system else "") + user + "\n"
+    return "\n\n".join(m["content"] for m in messages) + "\n"

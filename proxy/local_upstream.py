@@ -87,14 +87,33 @@ class LocalModel:
 
                 self._model, self._tokenizer = load_causal_lm(self.model_id, device=self.device)
 
-    def _inputs(self, messages: list[dict[str, str]]) -> Any:
-        return self._tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-        ).to(self._model.device)
+    @property
+    def model(self) -> Any:
+        """The loaded model (soft-token methods read with these weights); call `load` first."""
+        return self._model
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+    def _inputs(self, messages: list[dict[str, str]], soft: Any = None) -> Any:
+        if soft is None:
+            return self._tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            ).to(self._model.device)
+        from ctxzip.compressors.xrag_inject import chat_prompt_messages, prepare
+
+        prompt = chat_prompt_messages(self._tokenizer, messages)
+        embeds, mask = prepare(self._model, self._tokenizer, [prompt], [soft])
+        return {"inputs_embeds": embeds, "attention_mask": mask}
 
     def _generate(self, body: dict[str, Any], protocol: str, streamer: Any = None,
-                  stop: threading.Event | None = None) -> tuple[str, int, int, str]:  # fmt: skip
-        """(text, prompt tokens, completion tokens, finish) for one request."""
+                  stop: threading.Event | None = None,
+                  soft: Any = None) -> tuple[str, int, int, str]:  # fmt: skip
+        """(text, prompt tokens, completion tokens, finish) for one request.
+
+        `soft`: vectors for the ``<xRAG>`` placeholders in the messages (xrag), in order.
+        """
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -103,7 +122,7 @@ class LocalModel:
         limit = max(1, min(int(limit), self.max_tokens))
         # greedy unless asked otherwise: the same prompt gives the same answer, streamed or not
         temperature = float(body.get("temperature") or 0.0)
-        inputs = self._inputs(chat_messages(body, protocol))
+        inputs = self._inputs(chat_messages(body, protocol), soft)
 
         class Stop(StoppingCriteria):
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
@@ -124,16 +143,18 @@ class LocalModel:
             if temperature > 0 and isinstance(seed, int) and not isinstance(seed, bool):
                 torch.manual_seed(seed)  # under the lock: one generation owns the RNG
             output = self._model.generate(**inputs, streamer=streamer, **kwargs)
-        prompt = inputs["input_ids"].shape[1]
-        new = output[0, prompt:]
+        prompt = inputs["attention_mask"].shape[1]
+        # from embeddings alone, generate returns only the new tokens
+        new = output[0, prompt:] if "input_ids" in inputs else output[0]
         text = self._tokenizer.decode(new, skip_special_tokens=True)
         finish = "length" if len(new) >= limit else "stop"
         return text, int(prompt), len(new), finish
 
-    async def complete(self, body: dict[str, Any], protocol: str) -> dict[str, Any]:
+    async def complete(self, body: dict[str, Any], protocol: str,
+                       soft: Any = None) -> dict[str, Any]:  # fmt: skip
         try:
             text, prompt, completion, finish = await asyncio.to_thread(
-                self._generate, body, protocol
+                self._generate, body, protocol, None, None, soft
             )
         except Exception as exc:
             raise ProxyError(
@@ -157,7 +178,8 @@ class LocalModel:
                       "total_tokens": prompt + completion},
         }  # fmt: skip
 
-    async def stream(self, body: dict[str, Any], protocol: str) -> AsyncIterator[bytes]:
+    async def stream(self, body: dict[str, Any], protocol: str,
+                     soft: Any = None) -> AsyncIterator[bytes]:  # fmt: skip
         """Server-sent events in the caller's protocol, one per generated piece."""
         from transformers import TextStreamer
 
@@ -180,7 +202,7 @@ class LocalModel:
 
         def run() -> None:
             try:
-                put("done", self._generate(body, protocol, streamer, stop))
+                put("done", self._generate(body, protocol, streamer, stop, soft))
             except Exception as exc:
                 put("error", exc)
 

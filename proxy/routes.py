@@ -14,6 +14,7 @@ from ctxzip.proxy.config import ProxyConfig
 from ctxzip.proxy.errors import Protocol, ProxyError, error_body, protocol_for_path
 from ctxzip.proxy.local_upstream import LocalModel, check_params
 from ctxzip.proxy.metrics import Metrics
+from ctxzip.proxy.soft_tokens import SoftTokens
 from ctxzip.proxy.streaming import Relay
 from ctxzip.proxy.upstream import Target, Upstreams, join_url, response_headers, safe_subpath
 from starlette.requests import Request
@@ -40,6 +41,8 @@ class State:
         self.images = config.image_settings()
         self.upstreams = Upstreams(config)
         self.local = LocalModel(config.local.model, config.local.device, config.local.max_tokens)
+        self.soft = SoftTokens(self.local, c.policy(), method=c.method, options=c.options,
+                               timeout_s=c.timeout_s)  # fmt: skip
         self.ready = False
         self.ready_error: str | None = None
 
@@ -51,7 +54,8 @@ class State:
     async def warm(self) -> None:
         try:
             if self.config.compression.enabled:
-                await asyncio.to_thread(self.service.warm)
+                soft = self.needs_local and self.soft.handles(self.config.compression.method)
+                await asyncio.to_thread(self.soft.warm if soft else self.service.warm)
             if self.needs_local:
                 await asyncio.to_thread(self.local.load)
             self.ready = True
@@ -202,13 +206,17 @@ class Handlers:
 
     async def _compress(self, data: dict[str, Any], protocol: Protocol, route: str,
                         overrides: tuple[bool, float | None, str | None],
-                        size: int = 0) -> Outcome:  # fmt: skip
+                        size: int = 0, local: bool = False) -> Outcome:  # fmt: skip
+        """Compress per the config and headers; `local`: the embedded model will answer, so
+        soft-token methods (xrag) may run (a remote upstream takes text only)."""
         disable, rate, method = overrides
         c = self.config.compression
         if not c.enabled or disable:
             return Outcome(None, "disabled", method or c.method)
+        soft = local and self.state.soft.handles(method or c.method)
+        service = self.state.soft if soft else self.state.service
         try:
-            outcome = await self.state.service.compress(
+            outcome = await service.compress(
                 data, protocol, method=method, rate=rate, large=size > 256 * 1024
             )
         except CompressionFailed as exc:
@@ -287,16 +295,17 @@ class Handlers:
             images = await self._fit_images(data, protocol, route)
             if images is not None and images.body is not None:
                 data, raw = images.body, b""  # re-encoded below
-            outcome = await self._compress(data, protocol, route, overrides, size)
+            target = self.state.upstreams.pick(route, data.get("model"))
+            outcome = await self._compress(data, protocol, route, overrides, size, target is None)
             if not raw and outcome.body is None:
                 outcome.body = data
             body = self._encode(outcome, raw)
             stream = bool(data.get("stream"))
-            target = self.state.upstreams.pick(route, data.get("model"))
             extra = self.ctx_headers(outcome) + self.image_headers(images)
             if target is None:
                 forwarded = outcome.body if outcome.body is not None else data
-                return await self._local(forwarded, protocol, stream, extra, route, start)
+                soft = outcome.extra.get("soft") if outcome.body is not None else None
+                return await self._local(forwarded, protocol, stream, extra, route, start, soft)
             headers = self.state.upstreams.headers(request.headers, target, protocol)
             headers["content-type"] = "application/json"
             url = join_url(target.upstream.url, safe_subpath(path))
@@ -391,8 +400,9 @@ class Handlers:
 
     async def _local(
         self, data: dict[str, Any], protocol: Protocol, stream: bool,
-        extra: list[tuple[bytes, bytes]], route: str, start: float,
+        extra: list[tuple[bytes, bytes]], route: str, start: float, soft: Any = None,
     ) -> Response:  # fmt: skip
+        """Answer with the embedded model (`soft`: xrag vectors for its placeholders)."""
         local = self.state.local
         check_params(data)
         if stream:
@@ -405,11 +415,11 @@ class Handlers:
 
             headers = [(b"content-type", b"text/event-stream; charset=utf-8"),
                        (b"cache-control", b"no-cache"), *extra]  # fmt: skip
-            chunks = local.stream(data, protocol)
+            chunks = local.stream(data, protocol, soft)
             return Relay(200, headers, chunks, protocol=protocol, is_sse=True,
                          aclose=chunks.aclose, on_close=on_close)  # fmt: skip
         try:
-            answer = await local.complete(data, protocol)
+            answer = await local.complete(data, protocol, soft)
         except ProxyError:
             self.metrics.fail("local_model")
             raise
