@@ -1,0 +1,206 @@
+"""ONNX Runtime backend for token classifiers on CPU: exported once, fused, optionally int8.
+
+On CPU the encoder forward is nearly all of a compression call, so the backend decides
+the speed. The torch model is exported once per machine (and per checkpoint) into
+ctxzip's cache with `ctxzip.models.converted_once`, then rewritten by ONNX Runtime's
+transformer optimiser (one fused Attention op per layer, fused embedding/skip
+LayerNorms and GELU). The fused fp32 graph computes the same function as the torch
+model (logits agree to ~1e-5) and runs faster; the int8 graph (dynamic quantisation,
+per-channel weights, classifier kept fp32) is the CPU fast path.
+
+Any failure here (no onnxruntime, an architecture the exporter cannot trace, a model
+over ONNX's 2 GB protobuf limit) returns None and the caller keeps the torch model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FORMAT = "tc-onnx-v1"  # bump when the export recipe changes (new cache folders)
+FUSABLE = {"bert", "roberta", "xlm-roberta", "camembert", "electra"}
+INT8_KEEP_FP32 = ("classifier",)  # node-name parts never quantised
+
+
+class OnnxTokenClassifier:
+    """Callable like a HF token classifier (`.logits`, `.hidden_states[-1]`), on ONNX Runtime."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = max(1, threads)
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.path = path
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.inputs = {i.name for i in self.session.get_inputs()}
+
+    def __call__(self, **kwargs: Any) -> SimpleNamespace:
+        return self.forward(**kwargs)
+
+    def forward(
+        self, input_ids: Any, attention_mask: Any, output_hidden_states: bool = False
+    ) -> SimpleNamespace:
+        import torch
+
+        feed = {
+            "input_ids": np.ascontiguousarray(input_ids.cpu().numpy(), dtype=np.int64),
+            "attention_mask": np.ascontiguousarray(attention_mask.cpu().numpy(), dtype=np.int64),
+        }
+        names = ["logits", "hidden"] if output_hidden_states else ["logits"]
+        outs = self.session.run(names, {k: v for k, v in feed.items() if k in self.inputs})
+        hidden = (torch.from_numpy(outs[1]),) if output_hidden_states else None
+        return SimpleNamespace(logits=torch.from_numpy(outs[0]), hidden_states=hidden)
+
+
+def cache_key(model_id: str, path: str, extra: bytes = b"") -> str:
+    """Checkpoint identity: its id, config and weight files (size, mtime), plus `extra`."""
+    digest = hashlib.sha1(f"{FORMAT}|{model_id}|{path}".encode())
+    folder = Path(path)
+    if folder.is_dir():
+        for f in sorted(folder.iterdir()):
+            if f.suffix in (".json", ".safetensors", ".bin"):
+                st = f.stat()
+                digest.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    digest.update(extra)
+    return digest.hexdigest()[:16]
+
+
+def onnx_classifier(model: Any, key: str, int8: bool, threads: int) -> OnnxTokenClassifier | None:
+    """The cached (fused, optionally int8) ONNX graph of `model`; None if it cannot be made."""
+    try:
+        from ctxzip.models import converted_once
+
+        fp32 = converted_once(f"token-classifier-onnx/{key}", lambda out: _export(model, out))
+        folder = fp32
+        if int8:
+            folder = converted_once(
+                f"token-classifier-onnx/{key}-int8", lambda out: _quantise(fp32, out)
+            )
+        return OnnxTokenClassifier(folder / "model.onnx", threads)
+    except Exception as exc:  # any export or runtime failure: keep torch
+        log.warning(
+            "ONNX Runtime backend unavailable (%s: %s); using torch", type(exc).__name__, exc
+        )
+        return None
+
+
+class _Wrapped:
+    """(input_ids, attention_mask) -> (logits, last hidden state), for tracing."""
+
+    @staticmethod
+    def make(model: Any) -> Any:
+        import torch
+
+        class Wrapped(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.inner = model
+
+            def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+                out = self.inner(
+                    input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True
+                )
+                return out.logits, out.hidden_states[-1]
+
+        return Wrapped().eval()
+
+
+def _export(model: Any, out: Path) -> None:
+    import torch
+
+    config = model.config
+    previous = getattr(config, "_attn_implementation", None)
+    fusable = getattr(config, "model_type", "") in FUSABLE
+    if fusable and previous not in (None, "eager"):
+        model.set_attn_implementation("eager")  # the pattern ORT's optimiser fuses
+    ids = torch.full((2, 16), 100, dtype=torch.long)
+    mask = torch.ones_like(ids)
+    raw = out / "raw.onnx"
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _Wrapped.make(model),
+                (ids, mask),
+                str(raw),
+                input_names=["input_ids", "attention_mask"],
+                output_names=["logits", "hidden"],
+                dynamic_axes={
+                    name: {0: "batch", 1: "sequence"}
+                    for name in ("input_ids", "attention_mask", "logits", "hidden")
+                },
+                opset_version=17,
+                dynamo=False,
+            )
+    finally:
+        model.eval()  # the exporter restores the wrapper's mode recursively
+        if fusable and previous not in (None, "eager"):
+            model.set_attn_implementation(previous)
+    target = out / "model.onnx"
+    if fusable:
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            optimised = optimize_model(
+                str(raw),
+                model_type="bert",
+                num_heads=int(config.num_attention_heads),
+                hidden_size=int(config.hidden_size),
+            )
+            optimised.save_model_to_file(str(target))
+        raw.unlink()
+    else:
+        raw.rename(target)
+    _check(model, target)
+    (out / "config.json").write_text(json.dumps({"format": FORMAT, "int8": False}) + "\n")
+
+
+def _check(model: Any, path: Path) -> None:
+    """The graph must reproduce the torch logits, padding included, or it is not used."""
+    import torch
+
+    ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102], [101, 2023, 102, 0, 0, 0]])
+    ids = ids.clamp(max=int(model.config.vocab_size) - 1)
+    mask = (torch.arange(6) < torch.tensor([[6], [3]])).long()
+    with torch.inference_mode():
+        want = model(input_ids=ids, attention_mask=mask).logits.float().numpy()
+    got = OnnxTokenClassifier(path, 1)(input_ids=ids, attention_mask=mask).logits.numpy()
+    live = mask.numpy().astype(bool)
+    if not np.allclose(got[live], want[live], atol=1e-3, rtol=1e-3):
+        raise RuntimeError("exported graph disagrees with the torch model")
+
+
+def _quantise(fp32: Path, out: Path) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    graph = onnx.load(str(fp32 / "model.onnx"), load_external_data=False).graph
+    keep = [n.name for n in graph.node if any(part in n.name for part in INT8_KEEP_FP32)]
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))  # its "consider pre-processing" notice
+    try:
+        quantize_dynamic(
+            str(fp32 / "model.onnx"),
+            str(out / "model.onnx"),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            nodes_to_exclude=keep,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+    finally:
+        root.setLevel(level)
+    (out / "config.json").write_text(json.dumps({"format": FORMAT, "int8": True}) + "\n")
