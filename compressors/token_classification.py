@@ -550,6 +550,8 @@ class TokenClassificationCompressor(BaseCompressor):
         limit = (self.max_length or lm.max_length) - len(lm.prefix) - len(lm.suffix)
         if n <= limit:
             return [(0, n)]
+        if self.per_chunk:
+            return _llmlingua_chunks(ctx.ids, _chunk_end_table(lm), limit)
         tok_starts = ctx.words.start[ctx.words.token_word]  # word start of each token
         first_tokens = ctx.words.first_token
         ends = np.asarray([u.end for u in split_sentences(ctx.text)], dtype=np.int64)
@@ -727,12 +729,19 @@ class TokenClassificationCompressor(BaseCompressor):
     def _per_chunk_mask(
         self, ctx: _Context, score: np.ndarray, request: CompressionRequest, total: int
     ) -> np.ndarray:
-        """LLMLingua-2's rule: a percentile threshold inside each chunk, token-weighted."""
+        """LLMLingua-2's rule: a percentile threshold inside each chunk, token-weighted.
+
+        As llmlingua does it: chunks end after the last "." or newline token of the
+        window; a word weighs the reader tokens of its tokenizer text (the sub-token
+        pieces joined, so lower-cased for an uncased model); the percentile is
+        ``int(100 * (1 - rate) + 1)`` of those weights; a word stays if its score is
+        above it."""
         words = ctx.words
         assert words is not None and ctx.cost is not None and ctx.forced is not None
-        rate = request.budget.requested_rate(total)
+        asked = request.budget.rate
+        rate = float(asked) if asked is not None else request.budget.requested_rate(total)
         keep = np.zeros(len(words), dtype=bool)
-        alone = isolated_costs(self.tokenizer, ctx.text, words)
+        alone = _piece_costs(self.tokenizer, ctx, self.loaded)
         word_chunk_start = np.searchsorted(words.first_token, [a for a, _ in ctx.chunks])
         bounds = [*word_chunk_start.tolist(), len(words)]
         for lo, hi in itertools.pairwise(bounds):
@@ -834,6 +843,72 @@ class TokenClassificationCompressor(BaseCompressor):
         if ctx.protected:
             spans = merge_spans(spans + ctx.protected)
         return spans
+
+
+_END_TABLES: dict[int, tuple[Any, np.ndarray, np.ndarray]] = {}
+
+
+def _vocab_tables(lm: LoadedModel) -> tuple[np.ndarray, np.ndarray]:
+    """Per id: the piece text (object array) and whether it ends an LLMLingua-2 chunk."""
+    cached = _END_TABLES.get(id(lm.tokenizer))
+    if cached is None or cached[0] is not lm.tokenizer:
+        size = len(lm.tokenizer)
+        pieces = np.asarray(
+            [p or "" for p in lm.tokenizer.convert_ids_to_tokens(list(range(size)))], dtype=object
+        )
+        bare = [p.lstrip("#\u2581\u0120") for p in pieces]
+        ends = np.asarray(
+            [b == "." or "\n" in p or p == "\u010a" for b, p in zip(bare, pieces, strict=True)]
+        )
+        cached = (lm.tokenizer, pieces, ends)
+        _END_TABLES[id(lm.tokenizer)] = cached
+    return cached[1], cached[2]
+
+
+def _chunk_end_table(lm: LoadedModel) -> np.ndarray:
+    return _vocab_tables(lm)[1]
+
+
+def _llmlingua_chunks(ids: np.ndarray, ends: np.ndarray, limit: int) -> list[tuple[int, int]]:
+    """LLMLingua-2's chunks: each ends after the last "."/newline token that fits the window
+    (a window without one is cut at its limit)."""
+    n = int(ids.size)
+    cuts = np.flatnonzero(ends[ids]) + 1  # a chunk may end right after these tokens
+    chunks: list[tuple[int, int]] = []
+    a = 0
+    while a < n:
+        if n - a <= limit:
+            chunks.append((a, n))
+            break
+        # llmlingua looks one token past the window; that token cannot fit, so it opens
+        # the next chunk instead
+        j = int(np.searchsorted(cuts, a + limit + 1, side="right")) - 1
+        b = int(cuts[j]) if j >= 0 and cuts[j] > a + 1 else a + limit
+        b = min(b, a + limit)
+        chunks.append((a, b))
+        a = b
+    return chunks
+
+
+def _piece_costs(reader: Any, ctx: _Context, lm: LoadedModel) -> np.ndarray:
+    """Reader tokens of each word's tokenizer text: its pieces joined, continuation
+    markers ("##") removed (LLMLingua-2's per-word weight). Byte-level vocabularies
+    (which llmlingua does not support) use the word's own text."""
+    words = ctx.words
+    assert words is not None
+    rule = word_rule(lm.tokenizer)
+    if rule.scheme not in ("wordpiece", "sentencepiece"):
+        return isolated_costs(reader, ctx.text, words)
+    pieces, _ = _vocab_tables(lm)
+    toks = pieces[ctx.ids].tolist()
+    if rule.scheme == "wordpiece":
+        toks = [t[2:] if t.startswith("##") else t for t in toks]
+    bounds = [*words.first_token.tolist(), len(toks)]
+    texts = ["".join(toks[a:b]) for a, b in itertools.pairwise(bounds)]
+    enc = getattr(reader, "_enc", None)
+    if enc is not None:
+        return np.fromiter(map(len, enc.encode_ordinary_batch(texts)), np.int64, len(texts))
+    return np.asarray([reader.count(t) for t in texts], dtype=np.int64)
 
 
 def _overlapping(words: Words, spans: list[Span]) -> np.ndarray:
