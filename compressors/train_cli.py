@@ -14,6 +14,7 @@ import click
 TRAINERS: dict[str, str] = {
     "token-classifier": "ctxzip.compressors.train_token_classifier:token_classifier_command",
     "xrag": "ctxzip.compressors.xrag_train:xrag_command",
+    "llava": "ctxzip.compressors.vision_reader_train:llava_command",
 }
 
 

@@ -221,5 +221,13 @@ class VisionCompressor:
     ) -> tuple[TokenState, str | None]:
         raise NotImplementedError
 
+    def eval_answers(self, requests: Sequence[Any], reader: Any) -> list[tuple[Any, Any]]:
+        """The eval harness hook (`ctxzip eval -d easy-vqa`): each request's context is an
+        image file; the method compresses inside the trained LLaVA-style image reader built
+        around the harness's local reader model, which answers (see `vision_reader`)."""
+        from .vision_reader import answer_requests
+
+        return answer_requests(self, requests, reader)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(device={self.device}, dtype={self.dtype})"

@@ -54,8 +54,8 @@ def _method_options(pairs: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     default="pyref",
     show_default=True,
     help="pyref (bundled), synthetic[:n_items=..,n_docs=..,difficulty=..], "
-    "hf:NAME[[:CONFIG]:SPLIT], or a JSONL/JSON file (ours, FlashRAG, NQ-open, TriviaQA, "
-    "HotpotQA).",
+    "hf:NAME[[:CONFIG]:SPLIT], a JSONL/JSON file (ours, FlashRAG, NQ-open, TriviaQA, "
+    "HotpotQA), or easy-vqa[:test|train] (images; -m vision-merge,vision-select).",
 )
 @click.option(
     "--methods",

@@ -199,8 +199,24 @@ def bundled_path(name: str) -> Path:
     return Path(str(ref))
 
 
+IMAGE_KEY = "image"
+"""`QAItem.metadata` key of an image question's image file (its one context is that path)."""
+
+
+def load_easy_vqa(split: str = "test") -> list[QAItem]:
+    """easy-vqa's shape/colour questions; the context is the image file, which only the
+    vision methods' image reader can read (see `ctxzip.compressors.vision_reader`)."""
+    from ctxzip.compressors.vision_reader import easy_vqa_records
+
+    return [
+        QAItem(r.id, r.question, [r.answer], [r.image], metadata={IMAGE_KEY: r.image})
+        for r in easy_vqa_records(split)
+    ]
+
+
 def load_dataset(spec: str, *, seed: int = 0, **generator_options: Any) -> list[QAItem]:
-    """`pyref` (bundled), `synthetic[:key=value,...]`, `hf:NAME[[:CONFIG]:SPLIT]`, or a path."""
+    """`pyref` (bundled), `synthetic[:key=value,...]`, `easy-vqa[:test|train]` (images),
+    `hf:NAME[[:CONFIG]:SPLIT]`, or a path."""
     if spec in BUNDLED:
         return load_file(bundled_path(spec))
     if spec == "synthetic" or spec.startswith("synthetic:"):
@@ -209,6 +225,8 @@ def load_dataset(spec: str, *, seed: int = 0, **generator_options: Any) -> list[
         options = {**parse_generator_spec(spec), **generator_options}
         options.setdefault("seed", seed)
         return generate(**options)
+    if spec == "easy-vqa" or spec.startswith("easy-vqa:"):
+        return load_easy_vqa(spec.partition(":")[2] or "test")
     if spec.startswith("hf:"):  # hf:NAME, hf:NAME:SPLIT or hf:NAME:CONFIG:SPLIT
         _, name, *rest = spec.split(":")
         if len(rest) > 2:
@@ -216,7 +234,7 @@ def load_dataset(spec: str, *, seed: int = 0, **generator_options: Any) -> list[
         config = rest[0] if len(rest) == 2 else None
         return load_hf(name, split=rest[-1] if rest else "validation", config=config)
     if not Path(spec).exists():
-        known = ", ".join([*BUNDLED, "synthetic", "hf:NAME", "a file path"])
+        known = ", ".join([*BUNDLED, "synthetic", "easy-vqa[:SPLIT]", "hf:NAME", "a file path"])
         raise InputError(f"unknown dataset {spec!r} (use one of: {known})")
     return load_file(spec)
 

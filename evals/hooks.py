@@ -17,6 +17,10 @@ as a mapping with ``text``, ``prompt_tokens`` (what the reader prefilled), ``ans
 and ``seconds``. The harness scores it, caches it (so reruns resume) and reports prefill
 tokens and estimated prefill FLOPs saved against the full-context baseline, as it does
 for every method. Answer retention is not defined for such methods and shows as "-".
+The vision methods use the same hook on image questions (``-d easy-vqa``): a request's one
+context is an image file, and the method answers through a LLaVA-style reader built around
+the reader's model (``ctxzip.compressors.vision_reader``), compressing inside it; tokens
+in/out are then visual tokens per image.
 Compressors must not import ``ctxzip.evals``; the protocol below is duck-typed.
 """
 
@@ -39,8 +43,6 @@ class ReadsItself(Protocol):
 
 def reads_itself(method: str) -> bool:
     """Whether a registered method implements `eval_answers` (imports its module only)."""
-    if method.startswith("vision"):
-        return False
     from ctxzip.registry import compressor_class
 
     try:

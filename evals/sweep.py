@@ -20,7 +20,7 @@ from typing import Any
 from ctxzip.evals import metrics
 from ctxzip.evals.baselines import FIXED, FULL, NO_CONTEXT, RANDOM, TRUNCATE, RandomSentenceDrop
 from ctxzip.evals.cache import JsonlCache, key_of
-from ctxzip.evals.datasets import QAItem
+from ctxzip.evals.datasets import IMAGE_KEY, QAItem
 from ctxzip.evals.hooks import numeric_extra, reads_itself
 from ctxzip.evals.readers import Answer, Reader
 from tqdm import tqdm
@@ -121,10 +121,14 @@ class Condition:
         return self.method if self.rate is None else f"{self.method}@{self.rate:g}"
 
 
-def conditions(methods: Sequence[str], rates: Sequence[float], baselines: bool) -> list[Condition]:
+def conditions(
+    methods: Sequence[str], rates: Sequence[float], baselines: bool, images: bool = False
+) -> list[Condition]:
+    """Every (method, rate); with `images`, the only baseline is no-context (no image):
+    the text baselines would read the image's file name."""
     names = list(methods)
     if baselines:
-        names = [NO_CONTEXT, FULL, *names, TRUNCATE, RANDOM]
+        names = [NO_CONTEXT, *names] if images else [NO_CONTEXT, FULL, *names, TRUNCATE, RANDOM]
     names = list(dict.fromkeys(names))
     out = []
     for name in names:
@@ -140,6 +144,8 @@ def _make_compressor(name: str, tokenizer: str, options: dict[str, Any], seed: i
         return RandomSentenceDrop(tokenizer=tokenizer, seed=seed, **options)
     from ctxzip.registry import get_compressor
 
+    if name.startswith(NON_TEXT_PREFIXES):  # image methods count visual tokens, not text
+        return get_compressor(name, **options)
     return get_compressor(name, tokenizer=tokenizer, **options)
 
 
@@ -191,7 +197,10 @@ class Sweep:
     def run(self) -> list[dict[str, Any]]:
         """Compress, read and score everything; return per-item records."""
         conds = conditions(
-            resolve_methods(self.config.methods), self.config.rates, self.config.baselines
+            resolve_methods(self.config.methods),
+            self.config.rates,
+            self.config.baselines,
+            images=any(IMAGE_KEY in it.metadata for it in self.items),
         )
         (self.out / "config.json").write_text(
             json.dumps(
