@@ -63,3 +63,21 @@ def test_anthropic_sdk_and_models_against_local_model(local_proxy):
     assert final.content[0].text == message.content[0].text  # greedy by default: same answer
     models = httpx.get(local_proxy + "/v1/models").json()
     assert models["data"][0]["owned_by"] == "ctxzip-local"
+
+
+def test_abstractive_openai_backend_through_local_upstream(local_proxy):
+    # the remote summariser backend, pointed at the proxy's own local model: a real summary
+    from ctxzip.budget import Budget
+    from ctxzip.registry import get_compressor
+
+    comp = get_compressor(
+        "abstractive",
+        backend="openai",
+        base_url=local_proxy + "/v1",
+        model="local",
+        api_key="unused",
+        relevance_threshold=None,
+    )
+    result = comp.compress([CONTEXT], query="What is in the rooms?", budget=Budget(rate=0.5))
+    assert result.method == "abstractive" and result.reason is None
+    assert result.text.strip() and 0 < result.tokens_out <= result.tokens_in
