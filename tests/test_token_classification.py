@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import random
 import re
 
@@ -9,8 +10,10 @@ import numpy as np
 import pytest
 from ctxzip.compressors.token_classification import (
     TokenClassificationCompressor,
+    _llmlingua_chunks,
     load_token_classifier,
 )
+from ctxzip.compressors.token_classification_onnx import OnnxTokenClassifier
 
 from ctxzip.budget import Budget
 from ctxzip.errors import InputError, ModelNotFoundError
@@ -255,6 +258,19 @@ def _kept_word_mask(text: str, res) -> np.ndarray:
     return np.asarray([inside[m.start() : m.end()].any() for m in re.finditer(r"\S+", text)])
 
 
+def test_onnx_backend_is_the_same_model_as_torch(comp):
+    """The default CPU backend (fused ONNX Runtime graph) keeps exactly torch's words."""
+    pytest.importorskip("onnxruntime")
+    assert isinstance(comp.loaded.model, OnnxTokenClassifier)
+    assert comp.loaded.model.config.num_labels == 2
+    text = _text(33, 60)
+    plain = TokenClassificationCompressor(max_length=128, batch_size=16, backend="torch")
+    assert not isinstance(plain.loaded.model, OnnxTokenClassifier)
+    a = comp.compress(text, budget=Budget(rate=0.33))
+    b = plain.compress(text, budget=Budget(rate=0.33))
+    assert (_kept_word_mask(text, a) == _kept_word_mask(text, b)).mean() >= 0.998
+
+
 def test_int8_fast_path_agrees_with_full_precision():
     text = _text(31, 60)
     full = TokenClassificationCompressor(max_length=256).compress(text, budget=Budget(rate=0.4))
@@ -262,7 +278,17 @@ def test_int8_fast_path_agrees_with_full_precision():
         text, budget=Budget(rate=0.4)
     )
     agree = (_kept_word_mask(text, full) == _kept_word_mask(text, fast)).mean()
-    assert agree >= 0.9, agree  # measured 96-97% on held-out text; the 98% target is not met
+    assert agree >= 0.94, agree  # 95.9% on this word salad; 98.1% on the benchmark text
+
+
+def test_llmlingua_chunk_cuts():
+    """Cut after the last end token that fits; none in the window: cut at the limit; an end
+    token just past the window opens the next chunk."""
+    ends = np.zeros(10, dtype=bool)
+    ends[9] = True  # token id 9 plays "."
+    ids = np.asarray([1, 1, 9, 1, 1, 1, 1, 1, 9, 1, 1, 1, 1, 1, 1, 1, 1, 9, 1])
+    assert _llmlingua_chunks(ids, ends, 5) == [(0, 3), (3, 8), (8, 13), (13, 18), (18, 19)]
+    assert _llmlingua_chunks(ids, ends, 100) == [(0, 19)]
 
 
 def test_budget_covering_everything_skips_model(comp):
@@ -281,6 +307,8 @@ def test_bad_options_and_missing_model():
         TokenClassificationCompressor(token_to_word="max")
     with pytest.raises(InputError):
         TokenClassificationCompressor(batch_size=0)
+    with pytest.raises(InputError):
+        TokenClassificationCompressor(backend="tensorrt")
     with pytest.raises(ModelNotFoundError):
         TokenClassificationCompressor("no-such-org/no-such-model").compress(
             "x " * 50, budget=Budget(rate=0.5)
@@ -359,10 +387,13 @@ def _tiny(tmp_path, kind: str):
 
 
 @pytest.mark.parametrize("kind", ["bert", "xlm-roberta"])
-def test_any_token_classification_checkpoint(tmp_path, kind):
+def test_any_token_classification_checkpoint(tmp_path, monkeypatch, kind):
+    monkeypatch.setenv("CTXZIP_CACHE_DIR", str(tmp_path / "cache"))  # its ONNX export
     folder = _tiny(tmp_path, kind)
     c = TokenClassificationCompressor(folder, batch_size=8)
     lm = c.loaded
+    if importlib.util.find_spec("onnxruntime") is not None:
+        assert isinstance(lm.model, OnnxTokenClassifier)  # exported, fused, checked
     assert lm.max_length == 128  # position limit (RoBERTa: 130 - 2)
     text = _text(41, 40)
     res = c.compress([text, text[:300]], budget=Budget(rate=0.4))
