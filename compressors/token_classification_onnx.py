@@ -28,6 +28,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 FORMAT = "tc-onnx-v2"  # bump when the export recipe changes (new cache folders)
+MAX_BYTES = 1_900_000_000
 FUSABLE = {"bert", "roberta", "xlm-roberta", "camembert", "electra"}
 
 
@@ -83,6 +84,10 @@ def cache_key(model_id: str, path: str, extra: bytes = b"") -> str:
 
 def onnx_classifier(model: Any, key: str, int8: bool, threads: int) -> OnnxTokenClassifier | None:
     """The cached (fused, optionally int8) ONNX graph of `model`; None if it cannot be made."""
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    if size > MAX_BYTES:  # protobuf's 2 GB limit: do not spend minutes failing to export
+        log.warning("model too large for one ONNX file (%.1f GB); using torch", size / 1e9)
+        return None
     try:
         from ctxzip.models import converted_once
 
