@@ -45,7 +45,12 @@ from ctxzip.units import split_sentences
 
 DEFAULT_LM = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_RETRIEVER = "sentence-transformers/all-MiniLM-L6-v2"
-QA_PROMPT = "Background: {docs}\n\nQuestion: {question}"
+# The question format stage 2 trains in (the eval harness's fixed reader template).
+QA_SYSTEM = (
+    "Answer the question using the context. Reply with the answer only: a few words, "
+    "no explanation."
+)
+QA_USER = "Context:\n{context}\n\nQuestion: {question}\nAnswer:"
 BLACK_BOX_PREFIXES = ("gpt-", "o1", "o3", "o4", "claude", "gemini", "openai:", "anthropic:")
 
 
@@ -265,11 +270,11 @@ class XragCompressor(BaseCompressor):
 
     # --- reading --------------------------------------------------------------------
 
-    def prompt(self, question: str, result: CompressionResult, template: str = QA_PROMPT) -> str:
+    def prompt(self, question: str, result: CompressionResult, template: str = QA_USER) -> str:
         """The LM's chat prompt with one placeholder per soft token of `result`."""
         _, tok = self.lm()
-        docs = " ".join(t for t in result.texts if t)
-        return chat_prompt(tok, template.format(docs=docs, question=question))
+        context = " ".join(t for t in result.texts if t)
+        return chat_prompt(tok, template.format(context=context, question=question), QA_SYSTEM)
 
     def answer(
         self,

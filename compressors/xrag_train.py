@@ -2,10 +2,14 @@
 
 Stage 1 (paraphrase pretraining): ``Background: <xRAG> means the same as`` followed by
 the passage; NLL on the passage's first `target_tokens` tokens only (the signal sits
-there, and it is 2-3x cheaper than the whole passage). Stage 2 (context-aware tuning):
-a question about the passage in the LM's chat template; loss = NLL of the answer plus
-`alpha_kl` x KL(teacher || student), the teacher being the same frozen LM given the
-real passage (its top-k answer distributions are computed once and cached).
+there, and it is 2-3x cheaper than the whole passage). Stage 2 (context-aware tuning): a
+question about a passage, shown with 0-2 other passages, in the reader's QA format
+(`xrag.QA_SYSTEM`/`QA_USER`); the teacher is the same frozen LM reading the real
+passages: its greedy answer (up to `target_tokens`) and top-k log-probs are computed
+once per passage and cached; loss = NLL of the teacher's answer plus `alpha_kl` x
+KL(teacher || student) with soft tokens in place of the texts. Stage 2 keeps the
+checkpoint with the lowest held-out QA loss among those that still meet the probe's bar
+(its starting point included), so it never ships something worse than it started from.
 
 Only the projector learns; the LM and retriever stay frozen, and retriever embeddings
 are computed once and cached. Runs are bounded by steps and minutes, save resumable
@@ -27,6 +31,7 @@ from typing import Any
 import click
 import torch
 import torch.nn.functional as F
+from ctxzip.compressors.xrag import QA_SYSTEM, QA_USER  # stage 2 asks in the reader's format
 from ctxzip.compressors.xrag_corpus import load_corpus
 from ctxzip.compressors.xrag_inject import (
     PLACEHOLDER,
@@ -34,6 +39,7 @@ from ctxzip.compressors.xrag_inject import (
     embed_with_slots,
     encode_with_slots,
     pad_id_of,
+    pad_left,
 )
 from ctxzip.compressors.xrag_projector import (
     Projector,
@@ -46,7 +52,18 @@ from ctxzip.compressors.xrag_projector import (
 from ctxzip.models import canonical_id, load_causal_lm, load_sentence_transformer, pick_device
 
 STAGE1_TEMPLATE = "Background: " + PLACEHOLDER + " means the same as"
-QA_TEMPLATE = "Background: {doc}\n\nQuestion: {question}"
+QUESTIONS_TOPIC = (
+    "What does the Python reference say about {title}?",
+    "What is {title}?",
+    "What does {title} do?",
+    "How does {title} work?",
+)
+QUESTIONS_API = (
+    "What does {title} do?",
+    "What does {title} return?",
+    "What is {title} for?",
+    "Which arguments does {title} take?",
+)
 
 
 @dataclass
@@ -59,12 +76,12 @@ class TrainConfig:
     out: str = "runs/xrag"
     stage: str = "1"  # "1", "2" or "1+2"
     steps1: int = 2000
-    steps2: int = 200
+    steps2: int = 400
     minutes1: float = 40.0
-    minutes2: float = 12.0
+    minutes2: float = 40.0
     batch: int = 4
     lr1: float = 2e-3
-    lr2: float = 1e-4
+    lr2: float = 5e-4
     warmup: int = 10
     target_tokens: int = 16
     alpha_kl: float = 2.0
@@ -266,72 +283,104 @@ class Trainer:
 
     # --- stage 2 -------------------------------------------------------------------------
 
-    def qa_item(self, i: int) -> tuple[str, list[int]]:
-        """A question about passage i and its answer ids (the passage's opening, title removed)."""
+    def episode(self, i: int) -> tuple[str, list[int]]:
+        """A question about passage i and the passages shown with it (0-2 distractors).
+
+        Fixed per (seed, i), so the teacher's work for it is computed once and reused.
+        """
+        rng = random.Random(self.cfg.seed * 7919 + i)
         p = self.passages[i]
         if p.source.startswith("pydoc:"):
-            question = f"What does the Python reference say about {p.title}?"
-            body = p.text.split("\n\n", 1)[-1] if "*****" in p.text.split("\n\n", 1)[0] else p.text
+            question = rng.choice(QUESTIONS_TOPIC).format(title=p.title)
         else:
-            question = f"What does {p.title} do?"
-            body = p.text.split(": ", 1)[-1]
-        answer = self.tok(body, add_special_tokens=False)["input_ids"][: self.cfg.target_tokens]
-        return question, answer
+            question = rng.choice(QUESTIONS_API).format(title=p.title)
+        others = rng.sample([j for j in self.train_idx if j != i], rng.randint(0, 2))
+        docs = [i, *others]
+        rng.shuffle(docs)
+        return question, docs
 
-    def _qa_batch(self, idx: Sequence[int], teacher: bool) -> tuple[torch.Tensor, ...]:
-        seqs, starts = [], []
-        for i in idx:
-            question, answer = self.qa_item(i)
-            doc = self.passages[i].text if teacher else PLACEHOLDER
-            prompt = chat_prompt(self.tok, QA_TEMPLATE.format(doc=doc, question=question))
-            prefix = encode_with_slots(self.tok, prompt)
-            seqs.append(prefix + answer)
-            starts.append(len(prefix))
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), pad_id_of(self.tok), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, s in enumerate(seqs):  # left-pad so answers are right-aligned
-            ids[r, width - len(s) :] = torch.tensor(s)
-            mask[r, width - len(s) :] = 1
-        n_ans = self.cfg.target_tokens
-        ans_mask = torch.zeros((len(seqs), n_ans), dtype=torch.bool)
-        for r, (s, st) in enumerate(zip(seqs, starts, strict=True)):
-            ans_mask[r, n_ans - (len(s) - st) :] = True
-        return ids, mask, ans_mask
+    def qa_prompt(self, i: int, teacher: bool) -> list[int]:
+        """Prompt ids in the reader's format: real texts (teacher) or one slot per document."""
+        question, docs = self.episode(i)
+        if teacher:
+            context = "\n\n".join(self.passages[d].text for d in docs)
+        else:
+            context = " ".join(PLACEHOLDER for _ in docs)
+        user = QA_USER.format(context=context, question=question)
+        return encode_with_slots(self.tok, chat_prompt(self.tok, user, QA_SYSTEM))
 
     @torch.no_grad()
-    def teacher(self, i: int, cache: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
-        ids, mask, _ = self._qa_batch([i], teacher=True)
-        n = self.cfg.target_tokens
-        logits = self.lm(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-        logp = logits[:, -n - 1 : -1].float().log_softmax(-1)[0]
-        top = logp.topk(self.cfg.teacher_topk, dim=-1)
-        cache[i] = (top.values.cpu(), top.indices.cpu())
+    def teacher(self, idx: Sequence[int], cache: dict[int, tuple[torch.Tensor, ...]]) -> None:
+        """The frozen LM reads the real passages: its greedy answer and top-k log-probs."""
+        todo = [i for i in idx if i not in cache]
+        if not todo:
+            return
+        ids, mask = pad_left([self.qa_prompt(i, True) for i in todo], pad_id_of(self.tok))
+        out = self.lm.generate(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            max_new_tokens=self.cfg.target_tokens,
+            do_sample=False,
+            pad_token_id=pad_id_of(self.tok),
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+        new = out.sequences[:, ids.shape[1] :].cpu()
+        logp = torch.stack(out.scores, 1).float().log_softmax(-1).cpu()
+        eos = self.tok.eos_token_id
+        for r, i in enumerate(todo):
+            row = new[r].tolist()
+            n = row.index(eos) + 1 if eos in row else len(row)  # keep the eos: learn to stop
+            top = logp[r, :n].topk(self.cfg.teacher_topk, dim=-1)
+            cache[i] = (new[r, :n].clone(), top.values, top.indices)
 
     def stage2_loss(
         self,
         projector: Projector,
         idx: Sequence[int],
-        cache: dict[int, tuple[torch.Tensor, torch.Tensor]],
+        cache: dict[int, tuple[torch.Tensor, ...]],
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        for i in idx:
-            if i not in cache:
-                self.teacher(i, cache)
-        ids, mask, ans_mask = self._qa_batch(idx, teacher=False)
-        n = self.cfg.target_tokens
-        soft = projector(self.embeds[list(idx)].to(self.device))
+        """NLL of the teacher's answer plus KL(teacher || student), soft tokens for the texts."""
+        self.teacher(idx, cache)
+        answers = [cache[i][0].tolist() for i in idx]
+        seqs = [self.qa_prompt(i, False) + a for i, a in zip(idx, answers, strict=True)]
+        ids, mask = pad_left(seqs, pad_id_of(self.tok))  # answers end at the right edge
+        n = max(len(a) for a in answers)
+        k = self.cfg.teacher_topk
+        valid = torch.zeros((len(idx), n))
+        t_logp = torch.zeros((len(idx), n, k))
+        t_idx = torch.zeros((len(idx), n, k), dtype=torch.long)
+        for r, i in enumerate(idx):
+            m = len(answers[r])
+            valid[r, n - m :] = 1
+            t_logp[r, n - m :], t_idx[r, n - m :] = cache[i][1], cache[i][2]
+        soft = projector(self.embeds[[d for i in idx for d in self.episode(i)[1]]].to(self.device))
         embeds = embed_with_slots(self.lm, ids, soft)
         logits = self.lm(inputs_embeds=embeds, attention_mask=mask.to(self.device)).logits
         logp = logits[:, -n - 1 : -1].float().log_softmax(-1)
-        gold = ids[:, -n:].to(self.device)
-        valid = ans_mask.to(self.device).float()
+        gold = ids[:, -n:].clamp(min=0).to(self.device)
+        valid = valid.to(self.device)
         nll = -(logp.gather(-1, gold.unsqueeze(-1)).squeeze(-1) * valid).sum() / valid.sum()
-        t_logp = torch.stack([cache[i][0] for i in idx]).to(self.device)
-        t_idx = torch.stack([cache[i][1] for i in idx]).to(self.device)
-        t_p = t_logp.softmax(-1)  # renormalised over the teacher's top-k
-        s_logp = logp.gather(-1, t_idx)
+        t_p = t_logp.to(self.device).softmax(-1)  # renormalised over the teacher's top-k
+        s_logp = logp.gather(-1, t_idx.to(self.device))
         kl = ((t_p * (t_p.clamp_min(1e-12).log() - s_logp)).sum(-1) * valid).sum() / valid.sum()
         return nll, kl
+
+    @torch.no_grad()
+    def qa_heldout(
+        self, projector: Projector, cache: dict[int, tuple[torch.Tensor, ...]], n: int
+    ) -> float:
+        """Stage-2 NLL + KL on the first `n` held-out passages (lower is better)."""
+        was = projector.training
+        projector.eval()
+        idx = self.held_idx[:n]
+        total = 0.0
+        for start in range(0, len(idx), self.cfg.batch):
+            part = idx[start : start + self.cfg.batch]
+            nll, kl = self.stage2_loss(projector, part, cache)
+            total += float(nll + self.cfg.alpha_kl * kl) * len(part)
+        projector.train(was)
+        return total / max(len(idx), 1)
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -343,7 +392,7 @@ class Trainer:
         steps = cfg.steps1 if stage == "1" else cfg.steps2
         minutes = cfg.minutes1 if stage == "1" else cfg.minutes2
         lr = cfg.lr1 if stage == "1" else cfg.lr2
-        state = {"step": 0, "best": -1.0, "seconds": 0.0}
+        state = {"step": 0, "best": -1e18, "seconds": 0.0}
         init = cfg.init or (str(self.out / "stage1" / "best") if stage == "2" else None)
         if Path(str(last) + ".json").exists():
             projector, _ = load_projector(last)
@@ -355,7 +404,7 @@ class Trainer:
         projector.to(self.device).train()
         opt = torch.optim.AdamW([p for p in projector.parameters() if p.requires_grad], lr=lr)
         self._load_optim(opt, folder)
-        cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        cache: dict[int, tuple[torch.Tensor, ...]] = {}
         t0, last_save = time.time() - state["seconds"], time.time()
         from tqdm.auto import tqdm
 
@@ -369,6 +418,24 @@ class Trainer:
             self._save_optim(opt, folder)
             (folder / "state.json").write_text(json.dumps(state))
 
+        def evaluate() -> None:
+            """Probe; keep the best checkpoint (stage 2: the lowest held-out QA loss among
+            those that keep the probe's bar, the starting point included)."""
+            quality = self.probe(projector, cfg.eval_n)
+            score = quality["own_first"] + quality["beats_random"]
+            if stage == "2":
+                quality["qa_loss"] = self.qa_heldout(projector, cache, cfg.eval_n)
+                keeps = quality["own_first"] >= 0.45 and quality["beats_random"] >= 0.8
+                score = -quality["qa_loss"] if keeps else -1e9
+            _log(self.out, {"stage": stage, "step": state["step"], "probe": quality})
+            state["evaluated"] = state["step"]
+            if score > state["best"]:
+                state["best"] = score
+                extra = {"steps_done": state["step"], "probe": quality}
+                save_projector(projector, self.manifest(stage, extra), best)
+
+        if stage == "2" and state["step"] == 0:
+            evaluate()
         while state["step"] < steps and time.time() - t0 < minutes * 60:
             step = state["step"]
             rng = random.Random(cfg.seed * 1_000_003 + step)  # resumable without RNG state
@@ -395,20 +462,13 @@ class Trainer:
             bar.set_postfix(loss=f"{row['loss']:.3f}")
             _log(self.out, {"stage": stage, "step": step + 1, "t": time.time() - t0, **row})
             if state["step"] % cfg.eval_every == 0 or state["step"] == steps:
-                quality = self.probe(projector, cfg.eval_n)
-                _log(self.out, {"stage": stage, "step": state["step"], "probe": quality})
-                score = quality["own_first"] + quality["beats_random"]
-                if score > state["best"]:
-                    state["best"] = score
-                    save_projector(
-                        projector,
-                        self.manifest(stage, {"steps_done": state["step"], "probe": quality}),
-                        best,
-                    )
+                evaluate()
             if time.time() - last_save > cfg.checkpoint_every:
                 save()
                 last_save = time.time()
         bar.close()
+        if state.get("evaluated") != state["step"]:
+            evaluate()
         save(final=True)
         if not Path(str(best) + ".json").exists():
             save_projector(projector, self.manifest(stage, {"steps_done": state["step"]}), best)
