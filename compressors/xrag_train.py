@@ -78,7 +78,7 @@ class TrainConfig:
     steps1: int = 2000
     steps2: int = 400
     minutes1: float = 40.0
-    minutes2: float = 40.0
+    minutes2: float = 20.0
     batch: int = 4
     lr1: float = 2e-3
     lr2: float = 5e-4
