@@ -45,7 +45,8 @@ class OnnxTokenClassifier:
         options.intra_op_num_threads = max(1, threads)
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        # idle worker threads sleep instead of spinning: faster on a shared CPU here
+        # idle worker threads sleep instead of spinning: spinning steals the CPU from
+        # whatever runs next (the reader, the proxy, another process)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = path
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -59,14 +60,30 @@ class OnnxTokenClassifier:
     ) -> SimpleNamespace:
         import torch
 
-        feed = {
-            "input_ids": np.ascontiguousarray(input_ids.cpu().numpy(), dtype=np.int64),
-            "attention_mask": np.ascontiguousarray(attention_mask.cpu().numpy(), dtype=np.int64),
-        }
+        ids = np.asarray(input_ids.cpu().numpy(), dtype=np.int64)
+        mask = np.asarray(attention_mask.cpu().numpy(), dtype=np.int64)
         names = ["logits", "hidden"] if output_hidden_states else ["logits"]
-        outs = self.session.run(names, {k: v for k, v in feed.items() if k in self.inputs})
+        # One row at a time, each cut to its own length: a row's activations stay in the CPU
+        # cache (a whole batch's spill out of it) and no work goes into padding.
+        rows: list[list[np.ndarray]] = []
+        for r in range(ids.shape[0]):
+            n = int(mask[r].sum())
+            n = n if n and mask[r, :n].all() else ids.shape[1]  # right padding only, else all
+            feed = {"input_ids": ids[r : r + 1, :n], "attention_mask": mask[r : r + 1, :n]}
+            rows.append(
+                self.session.run(names, {k: v for k, v in feed.items() if k in self.inputs})
+            )
+        outs = [_pad_rows([row[i] for row in rows], ids.shape[1]) for i in range(len(names))]
         hidden = (torch.from_numpy(outs[1]),) if output_hidden_states else None
         return SimpleNamespace(logits=torch.from_numpy(outs[0]), hidden_states=hidden)
+
+
+def _pad_rows(rows: list[np.ndarray], width: int) -> np.ndarray:
+    """Stack [1, n_i, ...] outputs into [B, width, ...], zeros past each row's length."""
+    out = np.zeros((len(rows), width, *rows[0].shape[2:]), dtype=rows[0].dtype)
+    for r, row in enumerate(rows):
+        out[r, : row.shape[1]] = row[0]
+    return out
 
 
 def cache_key(model_id: str, path: str, extra: bytes = b"") -> str:
