@@ -8,7 +8,7 @@ shipped projector (`vision_reader_smollm2.safetensors`, trained by `ctxzip train
 `LlavaVisionCompression` (module hooks) for the request's budget, so compression happens
 inside the reader, and generates with K image tokens per image.
 
-The prompt is the eval reader's fixed template (`ctxzip.evals.readers`) with the image's
+The prompt is the readers' one template (`ctxzip.compressors.reader_prompt`) with the image's
 placeholder tokens as the context, so the no-context baseline is the same reader and the
 same prompt without the image. The projector was trained with exactly that text.
 """
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ctxzip.compressors.reader_prompt import clean_answer, messages_for
 
 from ctxzip.budget import Budget
 from ctxzip.errors import InputError
@@ -51,27 +52,10 @@ ANSWERS = (
 )
 """Every easy-vqa answer."""
 
-# The eval reader's fixed template (ctxzip.evals.readers; a test keeps the two equal).
-# Compressors must not import the evals package, and training must use the same text.
-SYSTEM_PROMPT = (
-    "Answer the question using the context. Reply with the answer only: a few words, "
-    "no explanation."
-)
-
-
-def user_prompt(question: str, context: str) -> str:
-    """The template's user turn (no context: the no-image baseline)."""
-    if not context.strip():
-        return f"Question: {question}\nAnswer:"
-    return f"Context:\n{context}\n\nQuestion: {question}\nAnswer:"
-
 
 def chat_text(tokenizer: Any, question: str, n_image_tokens: int) -> str:
     """The reader's chat prompt with `n_image_tokens` placeholders as the context."""
-    messages = [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": user_prompt(question, IMAGE_TOKEN * n_image_tokens)},
-    ]
+    messages = messages_for(question, IMAGE_TOKEN * n_image_tokens)
     return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
 
 
@@ -341,20 +325,10 @@ def answer_requests(
                 extra={"image_tokens_in": before, "image_tokens_out": after},
             )
             answer = {
-                "text": _first_line(text),
+                "text": clean_answer(text),
                 "prompt_tokens": n_prompt,
                 "answer_tokens": len(tok(text, add_special_tokens=False)["input_ids"]),
                 "seconds": per,
             }
             results[i] = (result, answer)
     return [r for r in results if r is not None]
-
-
-def _first_line(text: str) -> str:
-    for line in text.strip().splitlines():
-        line = line.strip()
-        if line.lower().startswith("answer:"):
-            line = line[7:].strip()
-        if line:
-            return line
-    return ""

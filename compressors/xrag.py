@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from ctxzip.compressors.reader_prompt import SYSTEM_PROMPT, USER_TEMPLATE
 from ctxzip.compressors.xrag_inject import PLACEHOLDER, chat_prompt, encode_with_slots, generate
 from ctxzip.compressors.xrag_projector import (
     PairMismatchError,
@@ -45,12 +46,9 @@ from ctxzip.units import split_sentences
 
 DEFAULT_LM = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_RETRIEVER = "sentence-transformers/all-MiniLM-L6-v2"
-# The question format stage 2 trains in (the eval harness's fixed reader template).
-QA_SYSTEM = (
-    "Answer the question using the context. Reply with the answer only: a few words, "
-    "no explanation."
-)
-QA_USER = "Context:\n{context}\n\nQuestion: {question}\nAnswer:"
+# Stage 2 trains in the readers' one question format, the one `answer()` asks in.
+QA_SYSTEM = SYSTEM_PROMPT
+QA_USER = USER_TEMPLATE
 BLACK_BOX_PREFIXES = ("gpt-", "o1", "o3", "o4", "claude", "gemini", "openai:", "anthropic:")
 
 

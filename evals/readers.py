@@ -28,38 +28,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ctxzip.compressors.reader_prompt import (  # the one reader prompt
+    SYSTEM_PROMPT,
+    clean_answer,
+    messages_for,
+)
+
 from ctxzip.errors import CtxzipError, InputError
 
-SYSTEM_PROMPT = (
-    "Answer the question using the context. Reply with the answer only: a few words, "
-    "no explanation."
-)
 DEFAULT_LOCAL_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
-
-
-def user_prompt(question: str, context: str) -> str:
-    """The user turn of the fixed template."""
-    if not context.strip():
-        return f"Question: {question}\nAnswer:"
-    return f"Context:\n{context}\n\nQuestion: {question}\nAnswer:"
-
-
-def messages_for(question: str, context: str) -> list[dict[str, str]]:
-    return [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": user_prompt(question, context)},
-    ]
-
-
-def clean_answer(text: str) -> str:
-    """The first non-empty line, without an echoed 'Answer:' label."""
-    for line in text.strip().splitlines():
-        line = line.strip()
-        if line.lower().startswith("answer:"):
-            line = line[7:].strip()
-        if line:
-            return line
-    return ""
 
 
 @dataclass

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from ctxzip.compressors.reader_prompt import user_prompt
 from ctxzip.evals import datasets, report
 from ctxzip.evals.metrics import answer_retained
 from ctxzip.evals.plot import plot_sweep
-from ctxzip.evals.readers import Answer, LocalReader, OpenAIReader, user_prompt
+from ctxzip.evals.readers import Answer, LocalReader, OpenAIReader
 from ctxzip.evals.sweep import SweepConfig, run_sweep
 
 from ctxzip.cli import main

@@ -18,7 +18,7 @@ from ctxzip.compressors.vision_reader_train import (
     answer_loss,
     image_labels,
 )
-from ctxzip.evals import datasets, readers
+from ctxzip.evals import datasets
 from ctxzip.evals.readers import LocalReader
 from ctxzip.evals.sweep import SweepConfig, run_sweep
 
@@ -38,10 +38,12 @@ def reader() -> LocalReader:
     return LocalReader(max_new_tokens=4, batch_size=4, device="cpu")
 
 
-def test_the_prompt_is_the_eval_readers_template() -> None:
-    assert vr.SYSTEM_PROMPT == readers.SYSTEM_PROMPT
-    for question, context in (("what color is the shape?", ""), ("q?", "<x><x>")):
-        assert vr.user_prompt(question, context) == readers.user_prompt(question, context)
+def test_the_prompt_is_the_eval_readers_template(reader: LocalReader) -> None:
+    # the image reader asks exactly what the text reader asks, with placeholders as context
+    question = "what color is the shape?"
+    expected = reader.prompt(question, vr.IMAGE_TOKEN * 3)
+    assert vr.chat_text(reader.hf_tokenizer, question, 3) == expected
+    assert vr.chat_text(reader.hf_tokenizer, question, 0) == reader.prompt(question, "")
 
 
 def test_easy_vqa_adapter(items: list[datasets.QAItem]) -> None:
