@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,7 +28,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-FORMAT = "tc-onnx-v2"  # bump when the export recipe changes (new cache folders)
+FORMAT = "tc-onnx-v3"  # bump when the export recipe changes (new cache folders)
 MAX_BYTES = 1_900_000_000
 FUSABLE = {"bert", "roberta", "xlm-roberta", "camembert", "electra"}
 
@@ -213,16 +214,19 @@ def kept_fp32(nodes: Any) -> list[str]:
     """Nodes the int8 graph leaves in fp32, measured on the shipped model (10k-token text,
     rate 0.33, kept-word agreement with fp32): quantising every linear layer moves 3.1%
     of the kept words; these are where int8 hurts most, and keeping them brings it to
-    1.9%. The classifier (its logits are the score), the first encoder layer (every
-    later layer inherits its error) and the feed-forward down-projections (their GELU
-    inputs have outlier channels that one dynamic per-tensor scale crushes)."""
+    1.9%. The classifier (its logits are the score), the first and last encoder layers
+    (every later layer inherits the first's error; the last feeds the classifier) and the
+    feed-forward down-projections (their GELU inputs have outlier channels that one
+    dynamic per-tensor scale crushes)."""
     first_attention = next((n.name for n in nodes if n.op_type == "Attention"), None)
+    layers = [int(m.group(1)) for n in nodes if (m := re.search(r"layer\.(\d+)/", n.name))]
+    last = f"layer.{max(layers)}/" if layers else None
     keep = []
     for n in nodes:
         name = n.name
         ffn_out = "/output/dense" in name and "attention" not in name
-        first = "layer.0/" in name or name == first_attention
-        if "classifier" in name or ffn_out or first:
+        edge = "layer.0/" in name or name == first_attention or (last is not None and last in name)
+        if "classifier" in name or ffn_out or edge:
             keep.append(name)
     return keep
 
