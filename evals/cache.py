@@ -7,6 +7,7 @@ Plain JSON only (no pickle), readable with any tool.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 from pathlib import Path
@@ -17,6 +18,29 @@ def key_of(*parts: Any) -> str:
     """A stable hash of JSON-serialisable parts."""
     blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
+
+
+def file_stamps(options: dict[str, Any]) -> list[list[Any]]:
+    """Size and mtime of the files that option values name (a checkpoint folder, a projector
+    prefix such as `runs/xrag/best` for `best.safetensors`), so replacing a file at the same
+    path is a new key, not a stale hit."""
+    stamps: list[list[Any]] = []
+    for key in sorted(options):
+        value = options[key]
+        if not isinstance(value, str) or not value or "\n" in value:
+            continue
+        base = Path(value)
+        if not base.name:  # "/", ".": not a file an option names
+            continue
+        try:
+            for path in [base, *sorted(base.parent.glob(glob.escape(base.name) + ".*"))]:
+                for f in sorted(path.iterdir()) if path.is_dir() else [path]:
+                    if f.is_file():
+                        st = f.stat()
+                        stamps.append([key, str(f), st.st_size, st.st_mtime_ns])
+        except OSError:  # unreadable: the key still names the path
+            continue
+    return stamps
 
 
 class JsonlCache:

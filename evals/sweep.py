@@ -19,7 +19,7 @@ from typing import Any
 
 from ctxzip.evals import metrics
 from ctxzip.evals.baselines import FIXED, FULL, NO_CONTEXT, RANDOM, TRUNCATE, RandomSentenceDrop
-from ctxzip.evals.cache import JsonlCache, key_of
+from ctxzip.evals.cache import JsonlCache, file_stamps, key_of
 from ctxzip.evals.datasets import IMAGE_KEY, QAItem
 from ctxzip.evals.hooks import numeric_extra, reads_itself
 from ctxzip.evals.readers import Answer, Reader
@@ -177,9 +177,13 @@ class Sweep:
         self.errors: dict[str, str] = {}
         self._compressors: dict[str, Compressor] = {}
         self._self_reading: dict[str, bool] = {}
+        self._stamps: dict[str, list[list[Any]]] = {}  # files behind options, once a run
 
     def _ckey(self, cond: Condition, item: QAItem) -> str:
         options = self.config.method_options.get(cond.method, {})
+        if cond.method not in self._stamps:
+            self._stamps[cond.method] = file_stamps(options)
+        stamps = self._stamps[cond.method]
         return key_of(
             "c1",
             cond.method,
@@ -189,6 +193,7 @@ class Sweep:
             self.config.seed,
             item.question,
             item.contexts,
+            *([stamps] if stamps else []),  # no files named: keys of older runs still match
         )
 
     def _akey(self, question: str, context: str) -> str:

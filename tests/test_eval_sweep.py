@@ -225,3 +225,21 @@ def test_openai_reader_reports_unreachable_endpoint() -> None:
     reader = OpenAIReader("m", base_url="http://127.0.0.1:9/v1", retries=0, timeout=2)
     with pytest.raises(CtxzipError, match="unreachable"):
         reader.answer(["Q?"], ["a"])
+
+
+def test_cache_key_sees_files_behind_options(tmp_path: Path) -> None:
+    # replacing a projector at the same path must not reuse answers made with the old one
+    from ctxzip.evals.cache import file_stamps
+
+    prefix = tmp_path / "best"
+    options = {"projector": str(prefix), "k": 2, "model": "gpt-4o"}
+    assert file_stamps(options) == []
+    (tmp_path / "best.safetensors").write_bytes(b"one")
+    first = file_stamps(options)
+    assert [s[1] for s in first] == [str(tmp_path / "best.safetensors")]
+    (tmp_path / "best.safetensors").write_bytes(b"three")
+    assert file_stamps(options) != first
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"x")
+    assert len(file_stamps({"model": str(folder)})) == 1
