@@ -64,7 +64,7 @@ from tqdm import tqdm  # noqa: E402
 
 from ctxzip import Budget  # noqa: E402
 from ctxzip.protect import Protect  # noqa: E402
-from ctxzip.spans import join_spans  # noqa: E402
+from ctxzip.spans import join_spans, overlapping  # noqa: E402
 from ctxzip.tokens import count_tokens, get_tokenizer  # noqa: E402
 
 READER = "gpt-3.5-turbo"  # cl100k_base, what llmlingua counts with
@@ -245,12 +245,8 @@ def _rate_on_original(text: str, words: Any, keep: np.ndarray) -> float:
 
 def _kept_words(text: str, res: Any) -> np.ndarray:
     """Keep flag per whitespace-separated word (the fp32-vs-fast agreement unit)."""
-    covered = np.zeros(len(text) + 1, dtype=np.int64)
-    for s, e in res.kept[0]:
-        covered[s] += 1
-        covered[e] -= 1
-    inside = np.cumsum(covered)[:-1] > 0
-    return np.asarray([inside[m.start() : m.end()].any() for m in re.finditer(r"\S+", text)])
+    starts, ends = np.asarray([m.span() for m in re.finditer(r"\S+", text)]).T
+    return overlapping(starts, ends, res.kept[0])
 
 
 def _load() -> str:

@@ -45,7 +45,7 @@ from ctxzip.compressor import BaseCompressor, Compressed
 from ctxzip.errors import InputError, ModelNotFoundError
 from ctxzip.protect import Protect
 from ctxzip.result import CompressionRequest, Span
-from ctxzip.spans import join_spans, merge_spans
+from ctxzip.spans import join_spans, merge_spans, overlapping
 from ctxzip.tokens import DEFAULT_TOKENIZER
 from ctxzip.units import split_sentences
 
@@ -533,7 +533,7 @@ class TokenClassificationCompressor(BaseCompressor):
             if self._force_protect is not None:
                 force_spans = merge_spans(force_spans + self._force_protect.spans(ctx.text))
             ctx.protected = force_spans
-            ctx.forced = _overlapping(words, force_spans)
+            ctx.forced = overlapping(words.start, words.end, force_spans)
             if self.keep_digits and len(words):
                 digit = np.concatenate(([0], np.cumsum((cps >= 48) & (cps <= 57))))
                 ctx.forced |= digit[words.end] - digit[words.start] > 0
@@ -909,16 +909,6 @@ def _piece_costs(reader: Any, ctx: _Context, lm: LoadedModel) -> np.ndarray:
     if enc is not None:
         return np.fromiter(map(len, enc.encode_ordinary_batch(texts)), np.int64, len(texts))
     return np.asarray([reader.count(t) for t in texts], dtype=np.int64)
-
-
-def _overlapping(words: Words, spans: list[Span]) -> np.ndarray:
-    """True for words that overlap any of the sorted, merged `spans`."""
-    if not spans or not len(words):
-        return np.zeros(len(words), dtype=bool)
-    p_start = np.asarray([s for s, _ in spans], dtype=np.int64)
-    p_end = np.asarray([e for _, e in spans], dtype=np.int64)
-    i = np.searchsorted(p_start, words.end, side="left") - 1
-    return (i >= 0) & (p_end[np.maximum(i, 0)] > words.start)
 
 
 def _repeated_separators(ids: np.ndarray, words: Words, punct: np.ndarray) -> np.ndarray:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
+from numpy.typing import ArrayLike
+
 from ctxzip.result import Span
 
 
@@ -17,6 +20,19 @@ def merge_spans(spans: Iterable[Span]) -> list[Span]:
         else:
             out.append((start, end))
     return out
+
+
+def overlapping(starts: ArrayLike, ends: ArrayLike, spans: Iterable[Span]) -> np.ndarray:
+    """For each [start, end) range, whether any of `spans` covers part of it (vectorised:
+    which words a compressor kept, which words a forced span touches)."""
+    lo, hi = np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
+    merged = merge_spans(spans)
+    if not merged or not lo.size:
+        return np.zeros(lo.shape, dtype=bool)
+    p_start = np.asarray([a for a, _ in merged], dtype=np.int64)
+    p_end = np.asarray([b for _, b in merged], dtype=np.int64)
+    i = np.searchsorted(p_start, hi, side="left") - 1  # the last span starting before the end
+    return (i >= 0) & (p_end[np.maximum(i, 0)] > lo)
 
 
 def _is_word_char(ch: str) -> bool:

@@ -20,6 +20,7 @@ from ctxzip.errors import InputError, ModelNotFoundError
 from ctxzip.protect import Protect
 from ctxzip.registry import get_compressor
 from ctxzip.result import CompressionRequest
+from ctxzip.spans import overlapping
 from ctxzip.tokens import count_tokens
 
 WORDS = [
@@ -250,12 +251,8 @@ def test_per_chunk_rule_is_llmlingua_like(comp):
 
 def _kept_word_mask(text: str, res) -> np.ndarray:
     """Per whitespace-separated word of `text`: was any of it kept?"""
-    covered = np.zeros(len(text) + 1, dtype=np.int64)
-    for s, e in res.kept[0]:
-        covered[s] += 1
-        covered[e] -= 1
-    inside = np.cumsum(covered)[:-1] > 0
-    return np.asarray([inside[m.start() : m.end()].any() for m in re.finditer(r"\S+", text)])
+    starts, ends = np.asarray([m.span() for m in re.finditer(r"\S+", text)]).T
+    return overlapping(starts, ends, res.kept[0])
 
 
 def test_onnx_backend_is_the_same_model_as_torch(comp):

@@ -3,7 +3,7 @@ import itertools
 import pytest
 
 from ctxzip import Protect, split_sentences, split_words
-from ctxzip.spans import join_spans, merge_spans
+from ctxzip.spans import join_spans, merge_spans, overlapping
 from ctxzip.units import reconstruct
 
 CODE = "Install it first.\n\n```python\ndef f(x):\n    return x.y  # Not. A. Sentence.\n```\nThen run it. Done."
@@ -102,3 +102,12 @@ def test_join_spans_reads_naturally():
     assert join_spans(text, [(0, 5), (9, 13)]) == "Paris nice"
     assert join_spans(text, [(0, 14), (30, 42)]) == "Paris is nice.\nRome is old."
     assert merge_spans([(5, 9), (0, 3), (2, 4), (9, 9)]) == [(0, 4), (5, 9)]
+
+
+def test_overlapping_ranges():
+    # words "ab" [0,2) "cd" [3,5) "ef" [6,8); spans unsorted, touching, and one empty
+    starts, ends = [0, 3, 6], [2, 5, 8]
+    assert overlapping(starts, ends, [(4, 5), (1, 1)]).tolist() == [False, True, False]
+    assert overlapping(starts, ends, [(7, 9), (0, 1)]).tolist() == [True, False, True]
+    assert overlapping(starts, ends, [(2, 3)]).tolist() == [False, False, False]  # the gap only
+    assert overlapping(starts, ends, []).tolist() == [False, False, False]
