@@ -33,15 +33,16 @@ class State:
     def __init__(self, config: ProxyConfig) -> None:
         self.config = config
         c = config.compression
+        policy = c.policy()  # one message policy for text and soft-token compression
         self.metrics = Metrics()
         self.service = CompressionService(
-            method=c.method, options=c.options, tokenizer=c.tokenizer, policy=c.policy(),
+            method=c.method, options=c.options, tokenizer=c.tokenizer, policy=policy,
             timeout_s=c.timeout_s, cache_size=c.cache_size, max_batch=c.max_batch,
         )  # fmt: skip
         self.images = config.image_settings()
         self.upstreams = Upstreams(config)
         self.local = LocalModel(config.local.model, config.local.device, config.local.max_tokens)
-        self.soft = SoftTokens(self.local, c.policy(), method=c.method, options=c.options,
+        self.soft = SoftTokens(self.local, policy, method=c.method, options=c.options,
                                timeout_s=c.timeout_s)  # fmt: skip
         self.ready = False
         self.ready_error: str | None = None
