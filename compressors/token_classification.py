@@ -27,7 +27,7 @@ import contextlib
 import itertools
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -237,26 +237,17 @@ def _load(model_id: str, dev: str, dtype: str, fast: bool, backend: str) -> Load
         head = load_file(head_path())
         model.classifier.load_state_dict({k.split(".", 1)[1]: v for k, v in head.items()})
     model.eval()
-    runner: Any = None
-    if dev == "cpu" and backend != "torch":
-        runner = _onnx_runner(model, model_id, str(path), fast, shipped, backend == "onnx")
-    if runner is not None:
-        model = runner
-    elif fast and dev == "cpu":
-        model = quantize_int8(model)
-    else:
-        model = model.to(device=dev, dtype=torch_dtype)
     tokenizer = load_tokenizer(source)
     fast_backend = getattr(tokenizer, "backend_tokenizer", None)
     if fast_backend is None:
         raise ModelNotFoundError(f"{model_id!r} has no fast tokenizer (offsets are needed)")
-    backend = Tokenizer.from_str(fast_backend.to_str())
-    backend.no_padding()
-    backend.no_truncation()
-    backend.encode_special_tokens = True  # "[SEP]" in a document is text, not a control token
+    words = Tokenizer.from_str(fast_backend.to_str())
+    words.no_padding()
+    words.no_truncation()
+    words.encode_special_tokens = True  # "[SEP]" in a document is text, not a control token
     # the model's own special tokens around one sequence, e.g. [CLS] x [SEP] or <s> x </s>
-    bare = backend.encode("hello", add_special_tokens=False).ids
-    wrapped = backend.encode("hello", add_special_tokens=True).ids
+    bare = words.encode("hello", add_special_tokens=False).ids
+    wrapped = words.encode("hello", add_special_tokens=True).ids
     cut = next(i for i in range(len(wrapped)) if wrapped[i : i + len(bare)] == bare)
     limit = int(getattr(config, "max_position_embeddings", 512) or 512)
     if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
@@ -264,20 +255,42 @@ def _load(model_id: str, dev: str, dtype: str, fast: bool, backend: str) -> Load
     model_max = getattr(tokenizer, "model_max_length", limit) or limit
     max_length = int(min(limit, model_max if model_max < 1_000_000 else limit, 512))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    prefix, suffix = wrapped[:cut], wrapped[cut + len(bare) :]
+    runner: Any = None
+    if dev == "cpu" and backend != "torch":
+
+        def calibration() -> list[dict[str, np.ndarray]]:
+            return calibration_feeds(words, prefix, suffix, max_length)
+
+        runner = _onnx_runner(
+            model, model_id, str(path), fast, shipped, backend == "onnx", calibration
+        )
+    if runner is not None:
+        model = runner
+    elif fast and dev == "cpu":
+        model = quantize_int8(model)
+    else:
+        model = model.to(device=dev, dtype=torch_dtype)
     return LoadedModel(
         model,
         tokenizer,
-        backend,
+        words,
         dev,
         max_length,
-        wrapped[:cut],
-        wrapped[cut + len(bare) :],
+        prefix,
+        suffix,
         int(pad_id),
     )
 
 
 def _onnx_runner(
-    model: Any, model_id: str, path: str, int8: bool, shipped: bool, required: bool
+    model: Any,
+    model_id: str,
+    path: str,
+    int8: bool,
+    shipped: bool,
+    required: bool,
+    calibration: Callable[[], list[dict[str, np.ndarray]]],
 ) -> Any:
     """The model on ONNX Runtime (None: not installed or not exportable, keep torch)."""
     import importlib.util
@@ -294,10 +307,31 @@ def _onnx_runner(
     if shipped:
         with open(head_path(), "rb") as f:
             extra = f.read()
-    runner = onnx_classifier(model, cache_key(model_id, path, extra), int8, torch.get_num_threads())
+    key = cache_key(model_id, path, extra)
+    runner = onnx_classifier(model, key, int8, torch.get_num_threads(), calibration)
     if runner is None and required:
         raise ModelNotFoundError(f"{model_id!r} could not be exported to ONNX")
     return runner
+
+
+def calibration_feeds(
+    backend: Any, prefix: list[int], suffix: list[int], max_length: int, windows: int = 16
+) -> list[dict[str, np.ndarray]]:
+    """Full model windows of the shipped head's training text (standard-library
+    docstrings): what the int8 graph's smoothing measures activation ranges on."""
+    from ctxzip.compressors.train_token_classifier import stdlib_passages
+
+    width = max_length - len(prefix) - len(suffix)
+    ids: list[int] = []
+    for passage in stdlib_passages():
+        ids.extend(backend.encode(passage + "\n\n", add_special_tokens=False).ids)
+        if len(ids) >= width * windows:
+            break
+    feeds = []
+    for a in range(0, min(len(ids), width * windows), width):
+        row = np.asarray([*prefix, *ids[a : a + width], *suffix], dtype=np.int64)[None]
+        feeds.append({"input_ids": row, "attention_mask": np.ones_like(row)})
+    return feeds
 
 
 def quantize_int8(model: Any) -> Any:
