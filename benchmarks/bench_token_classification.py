@@ -94,8 +94,9 @@ for line in sys.stdin:  # one timed call per line: the parent interleaves these 
 """
 
 
-def build_text(tokens: int) -> str:
-    """CPython's language reference (ships with Python), cut at a paragraph to ~`tokens`."""
+def build_text(tokens: int, skip: int = 0) -> str:
+    """CPython's language reference (ships with Python), cut at paragraphs to ~`tokens`,
+    starting after its first ~`skip` tokens."""
     from pydoc_data.topics import topics
 
     paras: list[str] = []
@@ -105,9 +106,10 @@ def build_text(tokens: int) -> str:
             if not para.strip():
                 continue
             n = count_tokens(para, READER)
-            if used + n > tokens:
+            if used + n > skip + tokens:
                 return "\n\n".join(paras)
-            paras.append(para.strip("\n"))
+            if used >= skip:
+                paras.append(para.strip("\n"))
             used += n
     return "\n\n".join(paras)
 

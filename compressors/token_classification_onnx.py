@@ -45,6 +45,7 @@ class OnnxTokenClassifier:
         import onnxruntime as ort
 
         self.config = config  # the checkpoint's HF config, as on the torch model
+        self.threads = max(1, threads)
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -242,18 +243,27 @@ def kept_fp32(nodes: Any) -> list[str]:
     ]
 
 
-def _quantise(fp32: Path, out: Path, calibration: Feeds) -> None:
+def _quantise(
+    fp32: Path,
+    out: Path,
+    calibration: Feeds,
+    alpha: float | None = SMOOTHING_ALPHA,
+    keep_fp32: Callable[[Any], list[str]] = kept_fp32,
+) -> None:
+    """Smooth (unless `alpha` is None), then int8 all but `keep_fp32`'s nodes.
+    The defaults are the shipped recipe; the int8 benchmark builds its variants here."""
     import onnx
     from ctxzip.compressors import onnx_smoothing
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model = onnx.load(str(fp32 / "model.onnx"))
-    keep = kept_fp32(model.graph.node)
-    nodes = onnx_smoothing.targets(model, skip=keep)
-    ranges = onnx_smoothing.channel_ranges(
-        fp32 / "model.onnx", sorted({n.input[0] for n in nodes}), calibration()
-    )
-    onnx_smoothing.smooth(model, nodes, ranges, SMOOTHING_ALPHA)
+    keep = keep_fp32(model.graph.node)
+    if alpha is not None:
+        nodes = onnx_smoothing.targets(model, skip=keep)
+        ranges = onnx_smoothing.channel_ranges(
+            fp32 / "model.onnx", sorted({n.input[0] for n in nodes}), calibration()
+        )
+        onnx_smoothing.smooth(model, nodes, ranges, alpha)
     smoothed = out / "smoothed.onnx"
     onnx.save(model, str(smoothed))
     root = logging.getLogger()
@@ -271,5 +281,5 @@ def _quantise(fp32: Path, out: Path, calibration: Feeds) -> None:
     finally:
         root.setLevel(level)
         smoothed.unlink()
-    meta = {"format": FORMAT, "int8": True, "smoothing_alpha": SMOOTHING_ALPHA}
+    meta = {"format": FORMAT, "int8": True, "smoothing_alpha": alpha}
     (out / "config.json").write_text(json.dumps(meta) + "\n")
