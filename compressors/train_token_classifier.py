@@ -22,6 +22,7 @@ import json
 import random
 import re
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,12 +120,14 @@ def stdlib_passages(max_words: int = 160, min_words: int = 40) -> list[str]:
         except ImportError:
             continue
         docs = [inspect.getdoc(module) or ""]
-        for attr in sorted(dir(module)):
-            if attr.startswith("_"):
-                continue
-            obj = getattr(module, attr, None)
-            if getattr(obj, "__module__", None) == module.__name__:
-                docs.append(inspect.getdoc(obj) or "")
+        with warnings.catch_warnings():  # e.g. typing.io: deprecated aliases warn when read
+            warnings.simplefilter("ignore", DeprecationWarning)
+            for attr in sorted(dir(module)):
+                if attr.startswith("_"):
+                    continue
+                obj = getattr(module, attr, None)
+                if getattr(obj, "__module__", None) == module.__name__:
+                    docs.append(inspect.getdoc(obj) or "")
         for doc in docs:
             for passage in _pack(doc, max_words, min_words):
                 key = passage[:200]
