@@ -73,21 +73,25 @@ def smooth(model: Any, nodes: Sequence[Any], ranges: dict[str, np.ndarray], alph
     for n in graph.node:
         for name in n.input:
             users[name] = users.get(name, 0) + 1
-    position = {id(n): i for i, n in enumerate(graph.node)}
-    inserts: list[tuple[int, Any]] = []
+    muls: dict[str, Any] = {}  # smoothed input name -> the Mul that makes it
     for node in nodes:
-        weight = numpy_helper.to_array(init[node.input[1]]).astype(np.float32)
+        weight_name = node.input[1]
+        weight = numpy_helper.to_array(init[weight_name]).astype(np.float32)
         peak = ranges[node.input[0]].astype(np.float32)
-        if weight.ndim != 2 or weight.shape[0] != peak.size or users[node.input[1]] != 1:
+        if weight.ndim != 2 or weight.shape[0] != peak.size or users[weight_name] != 1:
             continue  # a shared or oddly shaped weight: leave this node as it is
         w_peak = np.abs(weight).max(axis=1)
         s = np.power(np.maximum(peak, 1e-5), alpha) / np.power(np.maximum(w_peak, 1e-5), 1 - alpha)
         s = np.clip(s, 1e-4, 1e4).astype(np.float32)
-        init[node.input[1]].CopyFrom(numpy_helper.from_array(weight * s[:, None], node.input[1]))
-        scale, smoothed = f"{node.name}/smooth_scale", f"{node.name}/smoothed_input"
+        init[weight_name].CopyFrom(numpy_helper.from_array(weight * s[:, None], weight_name))
+        # named after the weight: unique (it has one user), even where nodes have no names
+        scale, smoothed = f"{weight_name}/smooth_scale", f"{weight_name}/smoothed_input"
         graph.initializer.append(numpy_helper.from_array((1.0 / s).astype(np.float32), scale))
-        mul = helper.make_node("Mul", [node.input[0], scale], [smoothed], f"{node.name}/smooth")
+        muls[smoothed] = helper.make_node(
+            "Mul", [node.input[0], scale], [smoothed], f"{weight_name}/smooth"
+        )
         node.input[0] = smoothed
-        inserts.append((position[id(node)], mul))
-    for index, mul in sorted(inserts, key=lambda p: -p[0]):  # back to front: indices hold
-        graph.node.insert(index, mul)
+    for index in reversed(range(len(graph.node))):  # each Mul right before its user
+        first = graph.node[index].input[0] if graph.node[index].input else ""
+        if first in muls:
+            graph.node.insert(index, muls[first])

@@ -586,13 +586,11 @@ class TokenClassificationCompressor(BaseCompressor):
             return [(0, n)]
         if self.per_chunk:
             return _llmlingua_chunks(ctx.ids, _chunk_end_table(lm), limit)
-        tok_starts = ctx.words.start[ctx.words.token_word]  # word start of each token
         first_tokens = ctx.words.first_token
         ends = np.asarray([u.end for u in split_sentences(ctx.text)], dtype=np.int64)
         boundary = np.unique(
             first_tokens[np.minimum(np.searchsorted(ctx.words.start, ends), len(ctx.words) - 1)]
         )
-        del tok_starts
         chunks: list[tuple[int, int]] = []
         a = 0
         while a < n:

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 FORMAT = "tc-onnx-v4"  # bump when the export recipe changes (new cache folders)
 MAX_BYTES = 1_900_000_000
 FUSABLE = {"bert", "roberta", "xlm-roberta", "camembert", "electra"}
-SMOOTHING_ALPHA = 0.75  # kept-word agreement with fp32: 96.9% unsmoothed, 97.9% at 0.75
+SMOOTHING_ALPHA = 0.75  # every layer int8: kept-word agreement 97.0% unsmoothed, 97.9% at 0.75
 
 Feeds = Callable[[], Iterable[dict[str, np.ndarray]]]
 
@@ -49,7 +49,7 @@ class OnnxTokenClassifier:
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = max(1, threads)
+        options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         # Worker threads spin between the ops of one run (waking sleeping threads for each
