@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import random
 import re
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -276,6 +277,30 @@ def test_int8_fast_path_agrees_with_full_precision():
     )
     agree = (_kept_word_mask(text, full) == _kept_word_mask(text, fast)).mean()
     assert agree >= 0.94, agree  # 95.9% on this word salad; 98.1% on the benchmark text
+
+
+def test_int8_graph_keeps_the_edge_layers_fp32_and_smooths_the_rest():
+    """The fast path's recipe: the classifier and the first and last encoder layers stay
+    fp32; every other matrix product is smoothed (a Mul before it) and int8."""
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    lm = load_token_classifier(fast=True)
+    assert isinstance(lm.model, OnnxTokenClassifier)
+    nodes = onnx.load(str(lm.model.path)).graph.node
+    last = int(lm.model.config.num_hidden_layers) - 1
+    attention = [n.name for n in nodes if n.op_type == "Attention"]
+    assert attention == ["Attention_0", f"Attention_{last}"]
+    fp32 = Counter(
+        "classifier" if "classifier" in n.name else re.search(r"layer\.(\d+)/", n.name)[1]
+        for n in nodes
+        if n.op_type == "MatMul"
+    )
+    assert fp32 == {"0": 3, str(last): 3, "classifier": 1}  # 3 products per edge layer
+    middle = last - 1
+    assert sum(n.op_type == "QAttention" for n in nodes) == middle
+    assert sum(n.op_type == "MatMulInteger" for n in nodes) == 3 * middle
+    assert sum(n.op_type == "Mul" and n.name.endswith("/smooth") for n in nodes) == 4 * middle
 
 
 def test_llmlingua_chunk_cuts():

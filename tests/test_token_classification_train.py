@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from click.testing import CliRunner
 from ctxzip.compressors.train_token_classifier import (
     _pack,
     rank_targets,
     select_top,
+    stdlib_passages,
     train_head,
 )
 
@@ -53,3 +56,12 @@ def test_passages_are_whole_paragraphs_within_bounds():
     out = _pack(doc, max_words=80, min_words=40)
     assert all(40 <= len(p.split()) <= 80 for p in out)
     assert len(out) == 2  # the 200-word paragraph is skipped, never cut
+
+
+def test_corpus_reads_quietly():
+    """Reading the docs of deprecated aliases (typing.io, ...) must not warn: the corpus is
+    also what the int8 graph calibrates on, inside users' programs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        passages = stdlib_passages()
+    assert len(passages) > 100
