@@ -28,8 +28,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# mypy sees the mapped folders under their installed names (ctxzip.compressors, ...)
+# through a tree of links that mirrors the installed package.
+TYPECHECK := build/typecheck
 typecheck: $(STAMP)
-	$(BIN)/mypy
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/ctxzip
+	for f in ctxzip/*.py ctxzip/py.typed; do ln -s $(CURDIR)/$$f $(TYPECHECK)/ctxzip/; done
+	for d in compressors middleware retrievers proxy evals plugins; do ln -s $(CURDIR)/$$d $(TYPECHECK)/ctxzip/$$d; done
+	cd $(TYPECHECK) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p ctxzip
 
 pytest: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -50,11 +50,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 warnings.filterwarnings("ignore")
 
 import numpy as np  # noqa: E402
-from ctxzip.compressors.token_classification import (  # noqa: E402
+from ctxzip.compressors.token_classification.compressor import (  # noqa: E402
     TokenClassificationCompressor,
     load_token_classifier,
 )
-from ctxzip.compressors.token_labels import (  # noqa: E402
+from ctxzip.compressors.token_classification.words import (  # noqa: E402
     codepoints,
     merge_words,
     space_mask,

@@ -2,7 +2,7 @@
 
 `fast=True` runs an int8 graph in which the classifier and the first and last encoder
 layers stay fp32 and every other matrix product is smoothed, then quantised (see
-`ctxzip.compressors.token_classification_onnx`). This script compares that recipe with
+`ctxzip.compressors.token_classification.onnx`). This script compares that recipe with
 two variants built the same way in a scratch folder: every layer int8 with smoothing, and
 every layer int8 without it. For each graph it reports the kept-word agreement with the
 fp32 graph (global rule, whitespace words) on four ~10k-token texts at rates 0.33 and 0.5,
@@ -30,11 +30,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np
 from bench_token_classification import READER, _kept_words, build_text
-from ctxzip.compressors.token_classification import (
+from ctxzip.compressors.token_classification.compressor import (
     TokenClassificationCompressor,
     calibration_feeds,
 )
-from ctxzip.compressors.token_classification_onnx import (
+from ctxzip.compressors.token_classification.onnx import (
     OnnxTokenClassifier,
     _quantise,
 )

@@ -32,13 +32,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 warnings.filterwarnings("ignore")
 
 import numpy as np  # noqa: E402
-from ctxzip.compressors.token_classification import (  # noqa: E402
+from ctxzip.compressors.token_classification.compressor import (  # noqa: E402
     BASE_MODEL,
     TokenClassificationCompressor,
     word_costs,
 )
-from ctxzip.compressors.token_labels import codepoints  # noqa: E402
-from ctxzip.compressors.train_token_classifier import (  # noqa: E402
+from ctxzip.compressors.token_classification.words import codepoints  # noqa: E402
+from ctxzip.compressors.token_classification.train import (  # noqa: E402
     cached_teacher_scores,
     student_words,
 )

@@ -28,10 +28,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 import torch.nn.functional as F
-from ctxzip.compressors.vision_backbone import converted_folder, preprocess
-from ctxzip.compressors.vision_merge import VisionMergeCompressor
-from ctxzip.compressors.vision_select import VisionSelectCompressor
-from ctxzip.compressors.vision_tokens import weighted_mean
+from ctxzip.compressors.vision.backbone import converted_folder, preprocess
+from ctxzip.compressors.vision.merge import VisionMergeCompressor
+from ctxzip.compressors.vision.select import VisionSelectCompressor
+from ctxzip.compressors.vision.tokens import weighted_mean
 from tqdm import tqdm
 
 from ctxzip.budget import Budget
@@ -104,7 +104,7 @@ def knn_accuracy(embeddings: torch.Tensor, labels: list[str]) -> float:
 def compute_ratio(setting: tuple[str, str, float], n_tokens: int = 257) -> float:
     """Encoder multiply-adds of the unmodified run over this setting's (ViT-S: C=384, 12 layers,
     MLP 4C; attention runs on a layer's input tokens, the MLP on the merged ones)."""
-    from ctxzip.compressors.vision_merge import plan_for
+    from ctxzip.compressors.vision.merge import plan_for
 
     c, layers = 384, 12
 
@@ -254,7 +254,7 @@ def main() -> None:
 
 def llava_prefill_lengths() -> str:
     """LM prefill length of the small LLaVA (real ViT-S tower) per kept fraction."""
-    from ctxzip.compressors.vision_llava import LlavaVisionCompression, build_test_llava
+    from ctxzip.compressors.vision.llava import LlavaVisionCompression, build_test_llava
 
     model = build_test_llava(real_vision=False)
     pixels = torch.zeros(1, 3, 224, 224)

@@ -5,7 +5,7 @@ with one soft token per passage (and k per passage): prompt tokens, estimated pr
 FLOPs (2·N·T + attention) and measured prefill seconds (median of `--repeats`), all as
 ratios against the full text measured in the same run.
 
-Quality (the probe of `ctxzip.compressors.xrag_train.probe`, extended to k tokens): each
+Quality (the probe of `ctxzip.compressors.xrag.train.probe`, extended to k tokens): each
 held-out passage is scored (NLL of its first 32 tokens after ``Background: <xRAG>..
 means the same as``) under its own k soft tokens and under those of 7 other passages;
 own_first (chance 0.125) and beats_random (chance 0.5), plus the NLL with no soft token.
@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 
 import torch
-from ctxzip.compressors.xrag import XragCompressor, soft_tokens
-from ctxzip.compressors.xrag_inject import PLACEHOLDER, chat_prompt, encode_with_slots, prepare
-from ctxzip.compressors.xrag_projector import SHIPPED
-from ctxzip.compressors.xrag_train import STAGE1_TEMPLATE, stage1_nll
+from ctxzip.compressors.xrag.compressor import XragCompressor, soft_tokens
+from ctxzip.compressors.xrag.inject import PLACEHOLDER, chat_prompt, encode_with_slots, prepare
+from ctxzip.compressors.xrag.projector import SHIPPED
+from ctxzip.compressors.xrag.train import STAGE1_TEMPLATE, stage1_nll
 
 
 def prefill_flops(model: torch.nn.Module, tokens: int) -> float:

@@ -22,7 +22,7 @@ from ctxzip.tokens import DEFAULT_TOKENIZER
 # command name -> ("module:attr" of a click command, one-line help, extra to install)
 LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": (
-        "ctxzip.compressors.train_cli:train_command",
+        "ctxzip.train_cli:train_command",
         "Train the small models ctxzip ships.",
         "models",
     ),

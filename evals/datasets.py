@@ -205,8 +205,8 @@ IMAGE_KEY = "image"
 
 def load_easy_vqa(split: str = "test") -> list[QAItem]:
     """easy-vqa's shape/colour questions; the context is the image file, which only the
-    vision methods' image reader can read (see `ctxzip.compressors.vision_reader`)."""
-    from ctxzip.compressors.vision_reader import easy_vqa_records
+    vision methods' image reader can read (see `ctxzip.compressors.vision.reader.model`)."""
+    from ctxzip.compressors.vision.reader.model import easy_vqa_records
 
     return [
         QAItem(r.id, r.question, [r.answer], [r.image], metadata={IMAGE_KEY: r.image})

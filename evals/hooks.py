@@ -19,7 +19,7 @@ tokens and estimated prefill FLOPs saved against the full-context baseline, as i
 for every method. Answer retention is not defined for such methods and shows as "-".
 The vision methods use the same hook on image questions (``-d easy-vqa``): a request's one
 context is an image file, and the method answers through a LLaVA-style reader built around
-the reader's model (``ctxzip.compressors.vision_reader``), compressing inside it; tokens
+the reader's model (``ctxzip.compressors.vision.reader.model``), compressing inside it; tokens
 in/out are then visual tokens per image.
 Compressors must not import ``ctxzip.evals``; the protocol below is duck-typed.
 """

@@ -28,6 +28,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from ctxzip.budget import Budget
 from ctxzip.compressor import Compressor
+from ctxzip.encoder import DEFAULT_ENCODER, get_encoder
 from ctxzip.registry import get_compressor
 from ctxzip.result import CompressionResult
 from ctxzip.tokens import DEFAULT_TOKENIZER, get_tokenizer
@@ -302,15 +303,13 @@ class CtxzipEmbeddings(Embeddings):
 
     def __init__(
         self,
-        model: str = "sentence-transformers/all-MiniLM-L6-v2",
+        model: str = DEFAULT_ENCODER,
         *,
         device: str = "auto",
         quantize: str = "none",
         batch_size: int = 64,
         cache_size: int = 100_000,
     ) -> None:
-        from ctxzip.compressors.extractive import get_encoder
-
         self.model = model
         self.encoder = get_encoder(
             model, device=device, quantize=quantize, batch_size=batch_size, cache_size=cache_size

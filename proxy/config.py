@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ctxzip.compressors.image_budget import ImageBudgetSettings
+from ctxzip.compressors.images.compressor import ImageBudgetSettings
 from ctxzip.middleware.messages import MessagePolicy, RateRange
 
 from ctxzip.errors import CtxzipError
@@ -142,7 +142,7 @@ class LocalConfig:
 
 @dataclass
 class ImagesConfig:
-    """Per-request image-token budgets (off by default); see ctxzip.compressors.image_budget."""
+    """Per-request image-token budgets (off by default); see ctxzip.compressors.images.compressor."""
 
     enabled: bool = False
     max_tokens: int = 1500

@@ -101,7 +101,7 @@ class LocalModel:
             return self._tokenizer.apply_chat_template(
                 messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
             ).to(self._model.device)
-        from ctxzip.compressors.xrag_inject import chat_prompt_messages, prepare
+        from ctxzip.compressors.xrag.inject import chat_prompt_messages, prepare
 
         prompt = chat_prompt_messages(self._tokenizer, messages)
         embeds, mask = prepare(self._model, self._tokenizer, [prompt], [soft])

@@ -8,7 +8,7 @@ import logging
 import time
 from typing import Any
 
-from ctxzip.compressors.image_budget import ImageBudgetOutcome
+from ctxzip.compressors.images.compressor import ImageBudgetOutcome
 from ctxzip.proxy.compression import CompressionFailed, CompressionService, Outcome
 from ctxzip.proxy.config import ProxyConfig
 from ctxzip.proxy.errors import Protocol, ProxyError, error_body, protocol_for_path

@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any
 
-from ctxzip.compressors.xrag_inject import PLACEHOLDER
+from ctxzip.compressors.xrag.inject import PLACEHOLDER
 from ctxzip.middleware.messages import MessagePolicy, Protocol, plan_request
 from ctxzip.proxy.compression import CompressionFailed, Outcome
 from ctxzip.proxy.local_upstream import LocalModel, chat_messages
@@ -51,7 +51,7 @@ class SoftTokens:
         """The xrag compressor reading with the local model's own weights (loaded once)."""
         with self._lock:
             if self._compressor is None:
-                from ctxzip.compressors.xrag import XragCompressor
+                from ctxzip.compressors.xrag.compressor import XragCompressor
 
                 self.local.load()
                 options = {"device": self.local.device, **self.options}
@@ -80,7 +80,7 @@ class SoftTokens:
                            time.perf_counter() - start, reason="nothing to compress")  # fmt: skip
         results = compressor.compress_batch(requests)
         out_body = plan.apply([list(r.texts) for r in results])
-        from ctxzip.compressors.xrag import soft_tokens
+        from ctxzip.compressors.xrag.compressor import soft_tokens
 
         soft = torch.cat([soft_tokens(r) for r in results])  # placeholder order: message order
         n_soft = int(soft.shape[0])

@@ -7,13 +7,14 @@ the store records `model_id` and `dim` in its manifest and refuses to mix models
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+from ctxzip.encoder import DEFAULT_ENCODER, get_encoder
+
+DEFAULT_MODEL = DEFAULT_ENCODER
 log = logging.getLogger("ctxzip.retrievers")
 
 
@@ -30,12 +31,12 @@ class Embedder(Protocol):
 
 
 class SentenceTransformerEmbedder:
-    """A sentence-transformers bi-encoder (loaded once per process, CUDA in fp16 when present).
+    """The store's default embedder: the process-wide `ctxzip.encoder` for `model_id`.
 
-    Texts are sorted by length and embedded `batch_size` at a time (less padding), with a
-    tqdm bar for long jobs. Texts longer than the model window are embedded from their
-    first window of tokens (a warning says how many); chunk long documents with
-    `ctxzip.retrievers.chunking` instead.
+    Sharing that encoder means one model load and one cache with the `extractive`
+    method and the LangChain embeddings. Texts longer than the model window are embedded
+    from their first window of tokens (a warning says how many); chunk long documents
+    with `ctxzip.retrievers.chunking` instead.
     """
 
     def __init__(
@@ -43,29 +44,19 @@ class SentenceTransformerEmbedder:
         model_id: str = DEFAULT_MODEL,
         device: str = "auto",
         batch_size: int = 64,
-        normalize: bool = True,
     ) -> None:
         self.model_id = model_id
         self.device = device
         self.batch_size = batch_size
-        self.normalize = normalize
-        self._model: Any = None
+        self.encoder = get_encoder(model_id, device=device, batch_size=batch_size)
 
     @property
     def model(self) -> Any:
-        if self._model is None:
-            from ctxzip.models import load_sentence_transformer
-
-            self._model = load_sentence_transformer(self.model_id, device=self.device)
-        return self._model
+        return self.encoder.model
 
     @property
     def dim(self) -> int:
-        get = (
-            getattr(self.model, "get_embedding_dimension", None)
-            or self.model.get_sentence_embedding_dimension
-        )
-        return int(get())
+        return self.encoder.dimension
 
     @property
     def max_tokens(self) -> int | None:
@@ -73,38 +64,12 @@ class SentenceTransformerEmbedder:
         return int(value) if value else None
 
     def embed(self, texts: Sequence[str], progress: bool | None = None) -> np.ndarray:
-        """Vectors of shape (len(texts), dim), float32, in input order."""
+        """Unit-normalised vectors of shape (len(texts), dim), float32, in input order."""
         if not len(texts):
             return np.empty((0, self.dim), dtype=np.float32)
-        from tqdm.auto import tqdm
-
         self._warn_long(texts)
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
         show = len(texts) > 4 * self.batch_size if progress is None else progress
-        bar = tqdm(
-            total=len(texts),
-            unit="text",
-            desc="embedding",
-            disable=not show,
-            file=sys.stderr,
-            leave=False,
-        )
-        try:
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                vecs = self.model.encode(
-                    [texts[i] for i in idx],
-                    batch_size=len(idx),
-                    convert_to_numpy=True,
-                    normalize_embeddings=self.normalize,
-                    show_progress_bar=False,
-                )
-                out[idx] = np.asarray(vecs, dtype=np.float32)
-                bar.update(len(idx))
-        finally:
-            bar.close()
-        return out
+        return self.encoder.encode(list(texts), progress=show)
 
     def _warn_long(self, texts: Sequence[str]) -> None:
         limit = self.max_tokens

@@ -9,7 +9,7 @@ import io
 
 import numpy as np
 import pytest
-from ctxzip.compressors.image_budget import (
+from ctxzip.compressors.images.compressor import (
     ImageBudgetCompressor,
     ImageBudgetSettings,
     anthropic_image_tokens,
@@ -208,7 +208,7 @@ def test_anthropic_request_and_bad_images_left_alone() -> None:
 @pytest.mark.slow
 def test_crop_to_salient_region_with_real_model() -> None:
     pytest.importorskip("onnxruntime")
-    from ctxzip.compressors.image_budget import default_saliency
+    from ctxzip.compressors.images.compressor import default_saliency
     from skimage import data
 
     # a photo pasted into a wide flat canvas: the salient box must find the photo

@@ -9,12 +9,12 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from ctxzip.compressors.token_classification import (
+from ctxzip.compressors.token_classification.compressor import (
     TokenClassificationCompressor,
     _llmlingua_chunks,
     load_token_classifier,
 )
-from ctxzip.compressors.token_classification_onnx import OnnxTokenClassifier
+from ctxzip.compressors.token_classification.onnx import OnnxTokenClassifier
 
 from ctxzip.budget import Budget
 from ctxzip.errors import InputError, ModelNotFoundError

@@ -6,13 +6,8 @@ import warnings
 
 import numpy as np
 from click.testing import CliRunner
-from ctxzip.compressors.train_token_classifier import (
-    _pack,
-    rank_targets,
-    select_top,
-    stdlib_passages,
-    train_head,
-)
+from ctxzip.compressors.token_classification.train import rank_targets, select_top, train_head
+from ctxzip.corpus import _pack, docstring_passages, reference_passages
 
 from ctxzip.cli import cli
 
@@ -63,5 +58,7 @@ def test_corpus_reads_quietly():
     also what the int8 graph calibrates on, inside users' programs."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        passages = stdlib_passages()
+        passages = docstring_passages()
+        references = reference_passages(lambda text: len(text.split()), modules=["typing", "os"])
     assert len(passages) > 100
+    assert len(references) > 100  # pydoc topics plus the two modules' docstrings

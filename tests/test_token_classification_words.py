@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ctxzip.compressors.token_labels import (
+from ctxzip.compressors.token_classification.words import (
     codepoints,
     detect_scheme,
     merge_words,

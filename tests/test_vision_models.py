@@ -26,7 +26,7 @@ def photos() -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def merger():  # type: ignore[no-untyped-def]
-    from ctxzip.compressors.vision_merge import VisionMergeCompressor
+    from ctxzip.compressors.vision.merge import VisionMergeCompressor
 
     compressor = VisionMergeCompressor(batch_size=2)
     yield compressor
@@ -40,7 +40,7 @@ def full(merger, photos):  # type: ignore[no-untyped-def]
 
 
 def test_conversion_matches_onnx(merger, photos, full) -> None:  # type: ignore[no-untyped-def]
-    from ctxzip.compressors.vision_backbone import onnx_tokens
+    from ctxzip.compressors.vision.backbone import onnx_tokens
 
     reference = onnx_tokens(merger.pixels(photos))
     assert reference.shape == (2, 257, 384)
@@ -58,7 +58,7 @@ def test_merge_on_real_vit(merger, photos, full) -> None:  # type: ignore[no-unt
     cls = F.cosine_similarity(result.tokens[:, 0], full.tokens[:, 0]).min().item()
     assert cls >= 0.98
     # requests sharing a budget share encoder batches; each gets its own slice back
-    from ctxzip.compressors.vision_base import VisionRequest
+    from ctxzip.compressors.vision.base import VisionRequest
 
     quarter = Budget(rate=0.25)
     batch = merger.compress_batch(
@@ -78,8 +78,8 @@ def test_merge_on_real_vit(merger, photos, full) -> None:  # type: ignore[no-unt
 
 
 def test_select_on_real_vit(photos, full) -> None:  # type: ignore[no-untyped-def]
-    from ctxzip.compressors.vision_select import VisionSelectCompressor
-    from ctxzip.compressors.vision_tokens import TokenState, unmerge
+    from ctxzip.compressors.vision.select import VisionSelectCompressor
+    from ctxzip.compressors.vision.tokens import TokenState, unmerge
 
     selector = VisionSelectCompressor()
     result = selector.compress(photos, budget=Budget(rate=0.25))
@@ -113,7 +113,7 @@ def test_interface_errors_and_async(merger, photos) -> None:  # type: ignore[no-
 
 @pytest.fixture(scope="module")
 def llava():  # type: ignore[no-untyped-def]
-    from ctxzip.compressors.vision_llava import build_test_llava
+    from ctxzip.compressors.vision.llava import build_test_llava
 
     return build_test_llava()
 
@@ -129,8 +129,8 @@ def _prefill_lengths(model):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("method", ["select", "merge"])
 def test_llava_generate_with_fewer_image_tokens(llava, photos, method) -> None:  # type: ignore[no-untyped-def]
-    from ctxzip.compressors.vision_backbone import preprocess
-    from ctxzip.compressors.vision_llava import LlavaVisionCompression
+    from ctxzip.compressors.vision.backbone import preprocess
+    from ctxzip.compressors.vision.llava import LlavaVisionCompression
 
     pixels = preprocess(photos, size=112)  # 8x8 patches: P=64 image tokens, K=16
     image = llava.config.image_token_id
@@ -159,7 +159,7 @@ def test_llava_generate_with_fewer_image_tokens(llava, photos, method) -> None: 
 
 
 def test_shrink_placeholders_repads_left() -> None:
-    from ctxzip.compressors.vision_llava import shrink_placeholders
+    from ctxzip.compressors.vision.llava import shrink_placeholders
 
     ids = torch.tensor([[0, 0, 1, 9, 9, 9, 9, 5], [1, 9, 9, 9, 9, 9, 9, 6]])
     mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1], [1] * 8])

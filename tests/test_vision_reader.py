@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from ctxzip.compressors import vision_reader as vr
-from ctxzip.compressors.vision_reader_train import (
+from ctxzip.compressors.vision.reader.train import (
     Batcher,
     TrainSettings,
     _load_checkpoint,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ctxzip.compressors.vision_merge import find_layers, install_merging
-from ctxzip.compressors.vision_select import QKCapture
-from ctxzip.compressors.vision_tokens import (
+from ctxzip.compressors.vision.merge import find_layers, install_merging
+from ctxzip.compressors.vision.select import QKCapture
+from ctxzip.compressors.vision.tokens import (
     TokenState,
     bipartite_merge,
     cls_attention,

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from ctxzip.compressors.xrag import XragCompressor, XragUnavailableError, soft_tokens
-from ctxzip.compressors.xrag_inject import PLACEHOLDER, SLOT, encode_with_slots, prepare
-from ctxzip.compressors.xrag_projector import (
+from ctxzip.compressors.xrag.compressor import XragCompressor, XragUnavailableError, soft_tokens
+from ctxzip.compressors.xrag.inject import PLACEHOLDER, SLOT, encode_with_slots, prepare
+from ctxzip.compressors.xrag.projector import (
     SHIPPED,
     PairMismatchError,
     Projector,
@@ -22,7 +22,7 @@ from ctxzip.compressors.xrag_projector import (
     read_manifest,
     save_projector,
 )
-from ctxzip.compressors.xrag_train import TrainConfig, Trainer, probe
+from ctxzip.compressors.xrag.train import TrainConfig, Trainer, probe
 
 from ctxzip.models import load_causal_lm, load_sentence_transformer
 from ctxzip.registry import get_compressor
@@ -184,7 +184,7 @@ def test_short_training_run_lowers_stage1_loss_and_resumes(tmp_path, lm):
     )
     trainer = Trainer(cfg)
     fixed = trainer.train_idx[:8]
-    from ctxzip.compressors.xrag_projector import new_projector
+    from ctxzip.compressors.xrag.projector import new_projector
 
     torch.manual_seed(0)
     fresh = new_projector(trainer.manifest("1"), trainer.lm)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import openai
 import pytest
-from ctxzip.compressors.xrag import soft_tokens
-from ctxzip.compressors.xrag_inject import (
+from ctxzip.compressors.xrag.compressor import soft_tokens
+from ctxzip.compressors.xrag.inject import (
     PLACEHOLDER,
     SLOT,
     chat_prompt_messages,

@@ -17,9 +17,9 @@ import torch
 
 from ctxzip.errors import InputError
 
-from .vision_base import VisionCompressor, VisionRequest
-from .vision_merge import _submodule, attention_heads, find_layers
-from .vision_tokens import (
+from ctxzip.compressors.vision.base import VisionCompressor, VisionRequest
+from ctxzip.compressors.vision.merge import _submodule, attention_heads, find_layers
+from ctxzip.compressors.vision.tokens import (
     TokenState,
     cls_attention,
     head_mean,

@@ -29,7 +29,7 @@ from ctxzip.result import CompressionRequest
 from ctxzip.tokens import DEFAULT_TOKENIZER
 from ctxzip.units import split_sentences
 
-from .chat_backends import (
+from ctxzip.compressors.abstractive.backends import (
     NO_INFO,
     RECOMP_FORMAT,
     Backend,
@@ -38,7 +38,7 @@ from .chat_backends import (
     OpenAIChatBackend,
     Seq2SeqBackend,
 )
-from .faithfulness import DEFAULT_EMBEDDER, SupportChecker
+from ctxzip.compressors.abstractive.faithfulness import DEFAULT_EMBEDDER, SupportChecker
 
 DEFAULT_MODELS = {
     "causal": "HuggingFaceTB/SmolLM2-135M-Instruct",

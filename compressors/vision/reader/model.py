@@ -28,13 +28,14 @@ from ctxzip.compressors.reader_prompt import clean_answer, messages_for
 
 from ctxzip.budget import Budget
 from ctxzip.errors import InputError
+from ctxzip.weights import shipped
 from ctxzip.result import CompressionRequest, CompressionResult
 
 LM_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 IMAGE_SIZE = 112  # 8x8 patches of 14 px: the 64x64 easy-vqa images upscaled
 FEATURE_LAYER = -2  # LLaVA's default: the second-to-last layer's patch tokens, CLS dropped
 IMAGE_TOKEN = "<empty_output>"  # a single-token special string SmolLM2 never emits in chat
-PROJECTOR_FILE = Path(__file__).with_name("vision_reader_smollm2.safetensors")
+PROJECTOR_FILE = shipped("ctxzip.compressors.vision.reader", "weights/vision_reader_smollm2.safetensors")
 ANSWERS = (
     "circle",
     "rectangle",
@@ -96,7 +97,7 @@ def load_images(paths: Sequence[str], device: Any = "cpu", dtype: Any = None) ->
     """Image files to the reader's `[B, 3, 112, 112]` normalised pixels."""
     from PIL import Image
 
-    from .vision_backbone import preprocess
+    from ctxzip.compressors.vision.backbone import preprocess
 
     images = []
     for path in paths:
@@ -126,7 +127,7 @@ def new_projector(lm_hidden: int, vision_hidden: int = 384) -> torch.nn.Module:
 def _config(vision_hidden: int, lm_hidden: int, text_config: Any = None, image_id: int = 0) -> Any:
     from transformers import LlamaConfig, LlavaConfig
 
-    from .vision_backbone import dinov2_small_config
+    from ctxzip.compressors.vision.backbone import dinov2_small_config
 
     vision = dinov2_small_config()
     if vision.hidden_size != vision_hidden:
@@ -183,7 +184,7 @@ def build_llava(
     """
     from transformers import Dinov2Model, LlavaForConditionalGeneration
 
-    from .vision_backbone import converted_folder
+    from ctxzip.compressors.vision.backbone import converted_folder
 
     param = next(lm.parameters())
     device, dtype = param.device, param.dtype
@@ -242,7 +243,7 @@ def generate_answers(
     """Greedy answers with `budget` of each image's tokens kept inside the reader.
 
     Returns (texts, prompt token counts, tokens per image before, after, seconds)."""
-    from .vision_llava import LlavaVisionCompression
+    from ctxzip.compressors.vision.llava import LlavaVisionCompression
 
     before = (IMAGE_SIZE // 14) ** 2
     prompts = [chat_text(tokenizer, q, before) for q in questions]

@@ -31,9 +31,9 @@ from typing import Any
 import click
 import torch
 import torch.nn.functional as F
-from ctxzip.compressors.xrag import QA_SYSTEM, QA_USER  # stage 2 asks in the reader's format
-from ctxzip.compressors.xrag_corpus import load_corpus
-from ctxzip.compressors.xrag_inject import (
+from ctxzip.compressors.xrag.compressor import QA_SYSTEM, QA_USER  # stage 2 asks in the reader's format
+from ctxzip.corpus import load_corpus
+from ctxzip.compressors.xrag.inject import (
     PLACEHOLDER,
     chat_prompt,
     embed_with_slots,
@@ -41,7 +41,7 @@ from ctxzip.compressors.xrag_inject import (
     pad_id_of,
     pad_left,
 )
-from ctxzip.compressors.xrag_projector import (
+from ctxzip.compressors.xrag.projector import (
     Projector,
     ProjectorManifest,
     load_projector,

@@ -25,7 +25,7 @@ from ctxzip.errors import InputError
 from ctxzip.models import pick_device, pick_dtype
 from ctxzip.result import Accounting
 
-from .vision_tokens import TokenState
+from ctxzip.compressors.vision.tokens import TokenState
 
 VISION_TOKENIZER = "vision-patches"
 """The `tokenizer` a vision result reports: counts are encoder tokens, not text tokens."""
@@ -105,7 +105,7 @@ class VisionCompressor:
         if model is None:
             from transformers import Dinov2Model
 
-            from .vision_backbone import converted_folder
+            from ctxzip.compressors.vision.backbone import converted_folder
 
             dev = pick_device(device)
             # a private instance: hooks installed on it never touch anyone else's model
@@ -175,7 +175,7 @@ class VisionCompressor:
     def pixels(self, images: Any) -> torch.Tensor:
         if isinstance(images, torch.Tensor):
             return images.to(device=self.device, dtype=self.dtype)
-        from .vision_backbone import preprocess
+        from ctxzip.compressors.vision.backbone import preprocess
 
         try:
             return preprocess(images, self.image_size, device=str(self.device), dtype=self.dtype)
@@ -225,7 +225,7 @@ class VisionCompressor:
         """The eval harness hook (`ctxzip eval -d easy-vqa`): each request's context is an
         image file; the method compresses inside the trained LLaVA-style image reader built
         around the harness's local reader model, which answers (see `vision_reader`)."""
-        from .vision_reader import answer_requests
+        from ctxzip.compressors.vision.reader.model import answer_requests
 
         return answer_requests(self, requests, reader)
 

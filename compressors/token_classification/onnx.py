@@ -6,7 +6,7 @@ ctxzip's cache with `ctxzip.models.converted_once`, then rewritten by ONNX Runti
 transformer optimiser (one fused Attention op per layer, fused embedding/skip
 LayerNorms and GELU). The fused fp32 graph computes the same function as the torch
 model (logits agree to ~1e-5) and runs faster. The CPU fast path is its int8 graph:
-activations smoothed on calibration text (`ctxzip.compressors.onnx_smoothing`), then
+activations smoothed on calibration text (`ctxzip.compressors.token_classification.onnx_smoothing`), then
 dynamic quantisation with per-channel weights, the layers where int8 hurts most left in
 fp32 (see `kept_fp32`).
 

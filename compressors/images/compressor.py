@@ -244,7 +244,7 @@ class Saliency:
             if self._session is None:
                 import onnxruntime as ort
 
-                from .vision_backbone import onnx_path
+                from ctxzip.compressors.vision.backbone import onnx_path
 
                 providers = [
                     p
@@ -256,7 +256,7 @@ class Saliency:
 
     def __call__(self, images: Any) -> Any:
         """One map per image (a PIL image or a list of them): `[224, 224]` or `[B, 224, 224]`."""
-        from .vision_backbone import preprocess
+        from ctxzip.compressors.vision.backbone import preprocess
 
         single = not isinstance(images, (list, tuple))
         pixels = preprocess([images] if single else list(images), 224).numpy()

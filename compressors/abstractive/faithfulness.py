@@ -92,7 +92,7 @@ class SupportChecker:
     def _encode(self, texts: Sequence[str]) -> Any:
         """Unit vectors from the process-wide encoder (its LRU cache is shared with
         `extractive`, so the sources embedded for relevance are not re-encoded by the guard)."""
-        from .extractive import get_encoder
+        from ctxzip.compressors.extractive import get_encoder
 
         return get_encoder(self.embedder_id, device=self.device).encode(list(texts))
 

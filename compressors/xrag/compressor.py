@@ -28,8 +28,8 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from ctxzip.compressors.reader_prompt import SYSTEM_PROMPT, USER_TEMPLATE
-from ctxzip.compressors.xrag_inject import PLACEHOLDER, chat_prompt, encode_with_slots, generate
-from ctxzip.compressors.xrag_projector import (
+from ctxzip.compressors.xrag.inject import PLACEHOLDER, chat_prompt, encode_with_slots, generate
+from ctxzip.compressors.xrag.projector import (
     PairMismatchError,
     Projector,
     ProjectorManifest,

@@ -25,7 +25,7 @@ from typing import Any
 import click
 import torch
 import torch.nn.functional as F
-from ctxzip.compressors.vision_reader import (
+from ctxzip.compressors.vision.reader.model import (
     FEATURE_LAYER,
     IMAGE_SIZE,
     LM_ID,
@@ -276,7 +276,7 @@ def train(
     log: Any = print,
 ) -> dict[str, Any]:
     """Train (or resume) and write the projector; returns the manifest."""
-    from ctxzip.compressors.vision_backbone import converted_folder
+    from ctxzip.compressors.vision.backbone import converted_folder
     from tqdm.auto import tqdm
     from transformers import Dinov2Model
 

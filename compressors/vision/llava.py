@@ -24,9 +24,9 @@ import torch
 from ctxzip.budget import Budget
 from ctxzip.errors import InputError
 
-from .vision_merge import MergeHandle, find_layers, install_merging
-from .vision_select import QKCapture, select_tokens
-from .vision_tokens import TokenState, merge_schedule
+from ctxzip.compressors.vision.merge import MergeHandle, find_layers, install_merging
+from ctxzip.compressors.vision.select import QKCapture, select_tokens
+from ctxzip.compressors.vision.tokens import TokenState, merge_schedule
 
 METHODS = ("select", "merge")
 
@@ -262,7 +262,7 @@ def build_test_llava(
         LlavaForConditionalGeneration,
     )
 
-    from .vision_backbone import converted_folder, dinov2_small_config
+    from ctxzip.compressors.vision.backbone import converted_folder, dinov2_small_config
 
     text = LlamaConfig(
         vocab_size=vocab,

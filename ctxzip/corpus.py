@@ -1,10 +1,15 @@
-"""A real training corpus that needs no download: Python's own reference text and docstrings.
+"""Real training and calibration text that needs no download: Python's own reference and docstrings.
 
-`stdlib_passages` cuts ``pydoc_data.topics`` (the language reference behind ``help()``)
-and the docstrings of routines, classes and properties of a fixed list of standard-library
-modules into passages of about 60-180 LM tokens. Plain-value attributes are skipped:
-``inspect.getdoc`` would hand them their type's docstring (junk repeated hundreds of
-times). The held-out split is by a hash of the text, so it is stable across runs.
+Two cuts of it, for the two kinds of consumer:
+- `reference_passages` cuts ``pydoc_data.topics`` (the language reference behind ``help()``)
+  and the docstrings of routines, classes and properties of `MODULES` into passages of
+  about 60-180 tokens of a given counter (xrag training: its QA set is built from these).
+  Plain-value attributes are skipped: ``inspect.getdoc`` would hand them their type's
+  docstring (junk repeated hundreds of times). `Passage.heldout` splits by a hash of the
+  text, so the split is stable across runs.
+- `docstring_passages` packs whole docstring paragraphs of `DOCSTRING_MODULES` into
+  passages of 40-160 words (token classification: its teacher labels and its int8
+  calibration), and never reads ``pydoc_data``, which the `pyref` QA set is built from.
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ import importlib
 import inspect
 import json
 import re
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from ctxzip.errors import InputError
 
 MODULES = [
     "builtins",
@@ -185,6 +193,12 @@ def _merge(paragraphs: Sequence[str], count: Callable[[str], int], lo: int, hi: 
 
 
 def _doc_items(module_name: str) -> Iterator[tuple[str, str]]:
+    with warnings.catch_warnings():  # deprecated aliases (typing.io) warn when read
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield from _doc_items_of(module_name)
+
+
+def _doc_items_of(module_name: str) -> Iterator[tuple[str, str]]:
     try:
         module = importlib.import_module(module_name)
     except Exception:
@@ -213,7 +227,7 @@ def _doc_items(module_name: str) -> Iterator[tuple[str, str]]:
                     yield f"{module_name}.{name}.{attr}", mdoc
 
 
-def stdlib_passages(
+def reference_passages(
     count: Callable[[str], int], lo: int = 60, hi: int = 180, modules: Sequence[str] = MODULES
 ) -> list[Passage]:
     """pydoc topics + stdlib docstrings as passages of lo..hi tokens (by `count`), deduplicated."""
@@ -249,11 +263,9 @@ def load_corpus(spec: str, count: Callable[[str], int]) -> list[Passage]:
     """``stdlib`` or a path: .jsonl with a ``text`` field (``title`` optional), or .txt (blank-line
     separated passages)."""
     if spec == "stdlib":
-        return stdlib_passages(count)
+        return reference_passages(count)
     path = Path(spec)
     if not path.exists():
-        from ctxzip.errors import InputError
-
         raise InputError(f"corpus {spec!r}: no such file (use 'stdlib' or a .jsonl/.txt path)")
     passages: list[Passage] = []
     if path.suffix == ".jsonl":
@@ -266,3 +278,128 @@ def load_corpus(spec: str, count: Callable[[str], int]) -> list[Passage]:
             if block.strip():
                 passages.append(Passage(block.strip(), f"{path.name}:{n}", ""))
     return passages
+
+
+# ---------------------------------------------------------------- docstring passages
+
+DOCSTRING_MODULES = [
+    "argparse",
+    "asyncio",
+    "bisect",
+    "calendar",
+    "collections",
+    "concurrent.futures",
+    "contextlib",
+    "copy",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "difflib",
+    "email.message",
+    "enum",
+    "fractions",
+    "functools",
+    "gzip",
+    "hashlib",
+    "heapq",
+    "hmac",
+    "html.parser",
+    "http.client",
+    "imaplib",
+    "inspect",
+    "io",
+    "ipaddress",
+    "itertools",
+    "json",
+    "logging",
+    "mailbox",
+    "mimetypes",
+    "numbers",
+    "operator",
+    "optparse",
+    "os",
+    "pathlib",
+    "pdb",
+    "pprint",
+    "queue",
+    "random",
+    "re",
+    "sched",
+    "secrets",
+    "selectors",
+    "shelve",
+    "shlex",
+    "shutil",
+    "smtplib",
+    "socket",
+    "sqlite3",
+    "ssl",
+    "statistics",
+    "string",
+    "struct",
+    "subprocess",
+    "tarfile",
+    "tempfile",
+    "textwrap",
+    "threading",
+    "timeit",
+    "traceback",
+    "typing",
+    "unittest",
+    "urllib.parse",
+    "urllib.request",
+    "uuid",
+    "warnings",
+    "weakref",
+    "zipfile",
+    "zoneinfo",
+]
+
+
+def docstring_passages(max_words: int = 160, min_words: int = 40) -> list[str]:
+    """Docstring passages from standard-library modules, deduplicated, in a fixed order."""
+    seen: set[str] = set()
+    passages: list[str] = []
+    for name in DOCSTRING_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        docs = [inspect.getdoc(module) or ""]
+        with warnings.catch_warnings():  # e.g. typing.io: deprecated aliases warn when read
+            warnings.simplefilter("ignore", DeprecationWarning)
+            for attr in sorted(dir(module)):
+                if attr.startswith("_"):
+                    continue
+                obj = getattr(module, attr, None)
+                if getattr(obj, "__module__", None) == module.__name__:
+                    docs.append(inspect.getdoc(obj) or "")
+        for doc in docs:
+            for passage in _pack(doc, max_words, min_words):
+                key = passage[:200]
+                if key not in seen:
+                    seen.add(key)
+                    passages.append(passage)
+    return passages
+
+
+def _pack(doc: str, max_words: int, min_words: int) -> list[str]:
+    """Whole paragraphs packed into passages of `min_words`..`max_words` words."""
+    out: list[str] = []
+    current: list[str] = []
+    count = 0
+    for para in re.split(r"\n\s*\n", doc):
+        para = para.strip()
+        n = len(para.split())
+        if not para or n > max_words:
+            continue
+        if count + n > max_words and current:
+            if count >= min_words:
+                out.append("\n\n".join(current))
+            current, count = [], 0
+        current.append(para)
+        count += n
+    if count >= min_words:
+        out.append("\n\n".join(current))
+    return out

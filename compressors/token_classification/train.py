@@ -29,133 +29,11 @@ from typing import Any
 
 import click
 import numpy as np
-from ctxzip.compressors.token_labels import Words, codepoints, merge_words, space_mask, word_rule
+
+from ctxzip.corpus import docstring_passages
+from ctxzip.compressors.token_classification.words import Words, codepoints, merge_words, space_mask, word_rule
 
 TEACHER = "HuggingFaceTB/SmolLM2-135M-Instruct"
-STDLIB_MODULES = [
-    "argparse",
-    "asyncio",
-    "bisect",
-    "calendar",
-    "collections",
-    "concurrent.futures",
-    "contextlib",
-    "copy",
-    "csv",
-    "dataclasses",
-    "datetime",
-    "decimal",
-    "difflib",
-    "email.message",
-    "enum",
-    "fractions",
-    "functools",
-    "gzip",
-    "hashlib",
-    "heapq",
-    "hmac",
-    "html.parser",
-    "http.client",
-    "imaplib",
-    "inspect",
-    "io",
-    "ipaddress",
-    "itertools",
-    "json",
-    "logging",
-    "mailbox",
-    "mimetypes",
-    "numbers",
-    "operator",
-    "optparse",
-    "os",
-    "pathlib",
-    "pdb",
-    "pprint",
-    "queue",
-    "random",
-    "re",
-    "sched",
-    "secrets",
-    "selectors",
-    "shelve",
-    "shlex",
-    "shutil",
-    "smtplib",
-    "socket",
-    "sqlite3",
-    "ssl",
-    "statistics",
-    "string",
-    "struct",
-    "subprocess",
-    "tarfile",
-    "tempfile",
-    "textwrap",
-    "threading",
-    "timeit",
-    "traceback",
-    "typing",
-    "unittest",
-    "urllib.parse",
-    "urllib.request",
-    "uuid",
-    "warnings",
-    "weakref",
-    "zipfile",
-    "zoneinfo",
-]
-
-
-# ---------------------------------------------------------------- corpus
-
-
-def stdlib_passages(max_words: int = 160, min_words: int = 40) -> list[str]:
-    """Docstring passages from standard-library modules, deduplicated, in a fixed order."""
-    seen: set[str] = set()
-    passages: list[str] = []
-    for name in STDLIB_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        docs = [inspect.getdoc(module) or ""]
-        with warnings.catch_warnings():  # e.g. typing.io: deprecated aliases warn when read
-            warnings.simplefilter("ignore", DeprecationWarning)
-            for attr in sorted(dir(module)):
-                if attr.startswith("_"):
-                    continue
-                obj = getattr(module, attr, None)
-                if getattr(obj, "__module__", None) == module.__name__:
-                    docs.append(inspect.getdoc(obj) or "")
-        for doc in docs:
-            for passage in _pack(doc, max_words, min_words):
-                key = passage[:200]
-                if key not in seen:
-                    seen.add(key)
-                    passages.append(passage)
-    return passages
-
-
-def _pack(doc: str, max_words: int, min_words: int) -> list[str]:
-    """Whole paragraphs packed into passages of `min_words`..`max_words` words."""
-    out: list[str] = []
-    current: list[str] = []
-    count = 0
-    for para in re.split(r"\n\s*\n", doc):
-        para = para.strip()
-        n = len(para.split())
-        if not para or n > max_words:
-            continue
-        if count + n > max_words and current:
-            if count >= min_words:
-                out.append("\n\n".join(current))
-            current, count = [], 0
-        current.append(para)
-        count += n
-    if count >= min_words:
-        out.append("\n\n".join(current))
-    return out
 
 
 # ---------------------------------------------------------------- teacher
@@ -290,14 +168,14 @@ def encoder_features(
     import copy
 
     import torch
-    from ctxzip.compressors.token_classification import BASE_MODEL
+    from ctxzip.compressors.token_classification.compressor import BASE_MODEL
     from tqdm import tqdm
 
     from ctxzip.models import load_model, load_tokenizer
 
     encoder = load_model(BASE_MODEL, "AutoModel", device="cpu", dtype="float32")
     if int8:
-        from ctxzip.compressors.token_classification import quantize_int8
+        from ctxzip.compressors.token_classification.compressor import quantize_int8
 
         encoder = quantize_int8(copy.deepcopy(encoder))
     tok = load_tokenizer(BASE_MODEL)
@@ -363,7 +241,7 @@ def train_head(
 def student_word_probs(
     feats: np.ndarray, words: Words, weight: np.ndarray, bias: np.ndarray
 ) -> np.ndarray:
-    from ctxzip.compressors.token_labels import word_scores
+    from ctxzip.compressors.token_classification.words import word_scores
 
     logits = feats @ weight.T + bias
     logits -= logits.max(axis=1, keepdims=True)
@@ -382,14 +260,14 @@ def student_word_probs(
 def run(
     out: Path, passages: int, seed: int, epochs: int, held_out: float, max_words: int
 ) -> dict[str, Any]:
-    from ctxzip.compressors.token_classification import BASE_MODEL
+    from ctxzip.compressors.token_classification.compressor import BASE_MODEL
     from safetensors.numpy import save_file
 
     from ctxzip.models import load_tokenizer
     from ctxzip.tokens import get_tokenizer
 
     started = time.perf_counter()
-    corpus = stdlib_passages(max_words=max_words)
+    corpus = docstring_passages(max_words=max_words)
     rng = random.Random(seed)
     rng.shuffle(corpus)
     corpus = corpus[:passages]
@@ -410,7 +288,7 @@ def run(
     x_q = np.concatenate(feats_q[:split])
     weight, bias = train_head(np.concatenate(xs), x_q, np.concatenate(ts), epochs, seed)
     reader = get_tokenizer("gpt-4o")
-    from ctxzip.compressors.token_classification import word_costs
+    from ctxzip.compressors.token_classification.compressor import word_costs
 
     stats: dict[str, dict[str, float]] = {}
     for rate in (0.5, 0.33, 0.2):
@@ -474,7 +352,7 @@ def token_classifier_command(
     out: Path | None, passages: int, seed: int, epochs: int, held_out: float, max_words: int
 ) -> None:
     """Distil SmolLM2 self-information into the MiniLM keep/drop head (a few CPU minutes)."""
-    from ctxzip.compressors.token_classification import head_path
+    from ctxzip.compressors.token_classification.compressor import head_path
 
     if passages < 10:
         raise click.UsageError("--passages must be at least 10")

@@ -21,8 +21,8 @@ from torch import nn
 
 from ctxzip.budget import Budget
 
-from .vision_base import VisionCompressor, VisionRequest
-from .vision_tokens import (
+from ctxzip.compressors.vision.base import VisionCompressor, VisionRequest
+from ctxzip.compressors.vision.tokens import (
     SCHEDULES,
     TokenState,
     as_list,

@@ -3,13 +3,13 @@
 Any Hugging Face token-classification checkpoint whose label 1 means "keep" works
 (LLMLingua-2's convention), e.g. ``microsoft/llmlingua-2-xlm-roberta-large-meetingbank``.
 The default is the project's own small model: the packaged all-MiniLM-L6-v2 encoder
-with a keep/drop head trained here (see `ctxzip.compressors.train_token_classifier`).
+with a keep/drop head trained here (see `ctxzip.compressors.token_classification.train`).
 
 How a call runs:
 
 1. Every context of every request is tokenised once (offsets kept, special-token text
    in user content treated as text) and its sub-tokens merged into words with the
-   tokenizer's own markers (`ctxzip.compressors.token_labels`).
+   tokenizer's own markers (`ctxzip.compressors.token_classification.words`).
 2. Contexts are cut at sentence boundaries into chunks of the model's window; all
    chunks of all requests go through the model in padded, length-sorted batches.
 3. A word's score is the mean P(keep) of its sub-tokens. Forced words (force strings,
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from ctxzip.compressors.token_labels import (
+from ctxzip.compressors.token_classification.words import (
     Words,
     codepoints,
     merge_words,
@@ -53,7 +53,7 @@ DEFAULT_MODEL = "ctxzip/minilm-l6-keep-drop"
 """The shipped model: all-MiniLM-L6-v2 plus the head in `token_classifier_head.safetensors`."""
 
 BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-HEAD_FILE = "token_classifier_head.safetensors"
+HEAD_FILE = "weights/token_classifier_head.safetensors"
 
 _STOPWORDS = frozenset(
     [
@@ -162,7 +162,7 @@ _models_lock = threading.Lock()
 def head_path() -> str:
     from importlib import resources
 
-    return str(resources.files("ctxzip.compressors").joinpath(HEAD_FILE))
+    return str(resources.files("ctxzip.compressors.token_classification").joinpath(HEAD_FILE))
 
 
 BACKENDS = ("auto", "onnx", "torch")
@@ -301,7 +301,7 @@ def _onnx_runner(
         if required:
             raise ModelNotFoundError("backend='onnx' needs onnxruntime (pip install onnxruntime)")
         return None
-    from ctxzip.compressors.token_classification_onnx import cache_key, onnx_classifier
+    from ctxzip.compressors.token_classification.onnx import cache_key, onnx_classifier
 
     extra = b""
     if shipped:
@@ -319,11 +319,11 @@ def calibration_feeds(
 ) -> list[dict[str, np.ndarray]]:
     """Full model windows of the shipped head's training text (standard-library
     docstrings): what the int8 graph's smoothing measures activation ranges on."""
-    from ctxzip.compressors.train_token_classifier import stdlib_passages
+    from ctxzip.corpus import docstring_passages
 
     width = max_length - len(prefix) - len(suffix)
     ids: list[int] = []
-    for passage in stdlib_passages():
+    for passage in docstring_passages():
         ids.extend(backend.encode(passage + "\n\n", add_special_tokens=False).ids)
         if len(ids) >= width * windows:
             break

@@ -24,10 +24,11 @@ from torch import nn
 
 from ctxzip.errors import InputError, ModelNotFoundError
 from ctxzip.models import canonical_id
+from ctxzip.weights import base_path, shipped
 
 MANIFEST_VERSION = 1
-HERE = Path(__file__).parent
-SHIPPED = HERE / "xrag_minilm_smollm2"  # .safetensors + .json
+SHIPPED = base_path(shipped("ctxzip.compressors.xrag", "weights/xrag_minilm_smollm2.safetensors"))
+"""The shipped projector (.safetensors + .json + .heldout.jsonl share this base name)."""
 
 
 class PairMismatchError(InputError):
