@@ -30,7 +30,7 @@ lint: $(STAMP)
 
 # mypy sees the mapped folders under their installed names (ctxzip.compressors, ...)
 # through a tree of links that mirrors the installed package.
-TYPECHECK := build/typecheck
+TYPECHECK ?= build/typecheck
 typecheck: $(STAMP)
 	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/ctxzip
 	for f in ctxzip/*.py ctxzip/py.typed; do ln -s $(CURDIR)/$$f $(TYPECHECK)/ctxzip/; done

@@ -20,11 +20,21 @@ from ctxzip.spans import join_spans
 from ctxzip.tokens import DEFAULT_TOKENIZER, Tokenizer, get_tokenizer
 
 
+KINDS = ("text", "soft-token", "vision", "image")
+
+
 @runtime_checkable
 class Compressor(Protocol):
-    """What callers rely on; `BaseCompressor` is one way to satisfy it."""
+    """What callers rely on; `BaseCompressor` is one way to satisfy it.
 
-    name: str
+    `kind` says what the method produces, so consumers (the eval sweep, the proxy) never
+    guess it: "text" (compressed text), "soft-token" (vectors a white-box reader takes in
+    place of text), "vision" (a reduced visual-token tensor), "image" (a resized image for
+    an API model).
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[str]
 
     def compress(
         self, contexts: str | Sequence[str], query: str | None = None, budget: Budget | None = None
@@ -54,6 +64,7 @@ class BaseCompressor:
     """
 
     name: ClassVar[str] = "base"
+    kind: ClassVar[str] = "text"
 
     def __init__(self, *, tokenizer: str = DEFAULT_TOKENIZER) -> None:
         self.tokenizer_name = tokenizer

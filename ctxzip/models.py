@@ -187,7 +187,9 @@ def pick_dtype(dtype: str, device: str) -> Any:
     return value
 
 
-def _cached(key: tuple[Any, ...], load: Callable[[], T]) -> T:
+def cached(key: tuple[Any, ...], load: Callable[[], T]) -> T:
+    """`load()` once per process for `key`: the one model cache (families key derived
+    objects, e.g. ONNX sessions, here too, so `clear_cache` frees everything)."""
     with _lock:
         if key not in _cache:
             _cache[key] = load()
@@ -210,7 +212,7 @@ def load_tokenizer(model_id: str) -> Any:
     """A Hugging Face tokenizer (fast when the model has one)."""
     from transformers import AutoTokenizer
 
-    return _cached(
+    return cached(
         ("tokenizer", canonical_id(model_id)),
         lambda: _load(model_id, lambda p: AutoTokenizer.from_pretrained(p)),
     )
@@ -228,7 +230,7 @@ def load_sentence_transformer(model_id: str = MINILM, device: str = "auto") -> A
             model.half()
         return model
 
-    return _cached(("st", canonical_id(model_id), dev), lambda: _load(model_id, load))
+    return cached(("st", canonical_id(model_id), dev), lambda: _load(model_id, load))
 
 
 def load_cross_encoder(model_id: str, device: str = "auto") -> Any:
@@ -236,7 +238,7 @@ def load_cross_encoder(model_id: str, device: str = "auto") -> Any:
     from sentence_transformers import CrossEncoder
 
     dev = pick_device(device)
-    return _cached(
+    return cached(
         ("ce", canonical_id(model_id), dev),
         lambda: _load(model_id, lambda p: CrossEncoder(p, device=dev, trust_remote_code=False)),
     )
@@ -272,7 +274,7 @@ def load_model(
         trust_remote_code,
         tuple(sorted(kwargs.items())),
     )
-    return _cached(key, lambda: _load(model_id, load))
+    return cached(key, lambda: _load(model_id, load))
 
 
 def load_causal_lm(

@@ -10,7 +10,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from ctxzip.compressors import onnx_smoothing  # noqa: E402
+from ctxzip.compressors.token_classification import onnx_smoothing  # noqa: E402
 
 
 def _mlp(path: Path, rng: np.random.Generator) -> None:

@@ -253,7 +253,7 @@ def _quantise(
     """Smooth (unless `alpha` is None), then int8 all but `keep_fp32`'s nodes.
     The defaults are the shipped recipe; the int8 benchmark builds its variants here."""
     import onnx
-    from ctxzip.compressors import onnx_smoothing
+    from ctxzip.compressors.token_classification import onnx_smoothing
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model = onnx.load(str(fp32 / "model.onnx"))
