@@ -240,13 +240,15 @@ def reference_passages(
             out.append(Passage(text, source, title))
 
     try:
-        from pydoc_data.topics import topics
+        from pydoc_data import topics as pydoc_topics
+
+        by_topic: dict[str, str] = dict(pydoc_topics.topics)
     except ImportError:  # pragma: no cover - stripped Python builds
-        topics = {}
-    for topic in sorted(topics):
+        by_topic = {}
+    for topic in sorted(by_topic):
         paragraphs = [
             " ".join(line.strip() for line in p.splitlines())
-            for p in re.split(r"\n\s*\n", topics[topic])
+            for p in re.split(r"\n\s*\n", by_topic[topic])
         ]
         for text in _merge(paragraphs, count, lo, hi):
             add(text, f"pydoc:{topic}", topic.replace("-", " "))

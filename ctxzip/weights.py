@@ -64,7 +64,11 @@ def save_weights(path: str | Path, tensors: Mapping[str, Any], manifest: Mapping
         ready = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
         write_atomic(weights, lambda p: save_torch(ready, p, metadata={"format": "pt"}))
     text = json.dumps(dict(manifest), indent=2) + "\n"
-    write_atomic(f"{base}.json", lambda p: Path(p).write_text(text, encoding="utf-8"))
+
+    def write_manifest(tmp: str) -> None:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+    write_atomic(f"{base}.json", write_manifest)
     return weights
 
 

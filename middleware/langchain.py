@@ -17,7 +17,6 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from ctxzip.middleware.messages import MessagePolicy, plan_request
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.embeddings import Embeddings
@@ -29,6 +28,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 from ctxzip.budget import Budget
 from ctxzip.compressor import Compressor
 from ctxzip.encoder import DEFAULT_ENCODER, get_encoder
+from ctxzip.middleware.messages import MessagePolicy, plan_request
 from ctxzip.registry import get_compressor
 from ctxzip.result import CompressionResult
 from ctxzip.tokens import DEFAULT_TOKENIZER, get_tokenizer

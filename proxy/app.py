@@ -13,16 +13,17 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ctxzip.proxy import redact
-from ctxzip.proxy.config import ProxyConfig
-from ctxzip.proxy.errors import ProxyError, error_body, protocol_for_path
-from ctxzip.proxy.routes import Handlers, State, error_response
-from ctxzip.proxy.streaming import Receive, Scope, Send
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from ctxzip.proxy import redact
+from ctxzip.proxy.config import ProxyConfig
+from ctxzip.proxy.errors import ProxyError, error_body, protocol_for_path
+from ctxzip.proxy.routes import Handlers, State, error_response
+from ctxzip.proxy.streaming import Receive, Scope, Send
 
 log = logging.getLogger("ctxzip.proxy")
 

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import click
+
 from ctxzip.proxy.config import ConfigError, load_config
 
 
@@ -56,6 +57,7 @@ def proxy_command(config_path: str | None, upstream: str | None, host: str | Non
         return
 
     import uvicorn
+
     from ctxzip.proxy.app import build_app
 
     level = config.server.log_level.upper()

@@ -19,10 +19,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from ctxzip.middleware.messages import MessagePolicy, Protocol, plan_request
-
 from ctxzip.compressor import Compressor
 from ctxzip.errors import CtxzipError
+from ctxzip.middleware.messages import MessagePolicy, Protocol, plan_request
 from ctxzip.registry import get_compressor
 from ctxzip.result import CompressionRequest
 from ctxzip.tokens import get_tokenizer

@@ -15,7 +15,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from ctxzip.proxy.errors import ProxyError
@@ -179,7 +179,7 @@ class LocalModel:
         }  # fmt: skip
 
     async def stream(self, body: dict[str, Any], protocol: str,
-                     soft: Any = None) -> AsyncIterator[bytes]:  # fmt: skip
+                     soft: Any = None) -> AsyncGenerator[bytes, None]:  # fmt: skip
         """Server-sent events in the caller's protocol, one per generated piece."""
         from transformers import TextStreamer
 

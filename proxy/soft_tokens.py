@@ -22,11 +22,10 @@ import time
 from typing import Any
 
 from ctxzip.compressors.xrag.inject import PLACEHOLDER
+from ctxzip.errors import CtxzipError
 from ctxzip.middleware.messages import MessagePolicy, Protocol, plan_request
 from ctxzip.proxy.compression import CompressionFailed, Outcome
 from ctxzip.proxy.local_upstream import LocalModel, chat_messages
-
-from ctxzip.errors import CtxzipError
 
 SOFT_METHODS = ("xrag",)
 

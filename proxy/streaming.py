@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import anyio
+
 from ctxzip.proxy.errors import Protocol, sse_error
 
 log = logging.getLogger("ctxzip.proxy")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import aiohttp
 import regex
 import yarl
+
 from ctxzip.proxy.config import ProxyConfig, UpstreamConfig
 from ctxzip.proxy.errors import ProxyError
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ctxzip.errors import InputError
 from ctxzip.retrievers.base import BaseStore
 from ctxzip.retrievers.persist import MANIFEST, read_manifest
-
-from ctxzip.errors import InputError
 
 BACKENDS = ("faiss", "qdrant")
 

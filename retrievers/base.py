@@ -15,19 +15,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+
+from ctxzip.errors import InputError
 from ctxzip.retrievers.bm25 import BM25Index, rrf
 from ctxzip.retrievers.embeddings import Embedder
 from ctxzip.retrievers.errors import StoreError, StoreMismatchError
 from ctxzip.retrievers.filters import Condition, parse_filter
-
-from ctxzip.errors import InputError
+from ctxzip.retrievers.ingest import IngestReport, ingest
 from ctxzip.validate import check_text
-
-if TYPE_CHECKING:
-    from ctxzip.retrievers.ingest import IngestReport
 
 RRF_K = 60
 
@@ -124,8 +122,12 @@ class BaseStore(ABC):
     @abstractmethod
     def __len__(self) -> int: ...
 
-    def save(self, path: str | Path | None = None) -> None:  # noqa: B027 - optional
-        """Persist (backends that keep data elsewhere have nothing to do)."""
+    def save(self, path: str | Path | None = None) -> Path | None:
+        """Persist; returns where the store (or its manifest) now lives, if anywhere.
+
+        Backends that keep data elsewhere and have no path have nothing to do.
+        """
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional
         """Release resources."""
@@ -419,8 +421,6 @@ class BaseStore(ABC):
     # -- ingest ---------------------------------------------------------------------------
     def ingest(self, paths: Sequence[str | Path], **options: Any) -> IngestReport:
         """Chunk and add files, folders and JSONL (see `ctxzip.retrievers.ingest.ingest`)."""
-        from ctxzip.retrievers.ingest import ingest
-
         return ingest(self, paths, **options)
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from ctxzip.retrievers.faiss_index import KINDS, METRICS
-from ctxzip.retrievers.persist import MANIFEST
 
 from ctxzip.errors import CtxzipError
+from ctxzip.retrievers.faiss_index import KINDS, METRICS
+from ctxzip.retrievers.persist import MANIFEST
 
 
 def _filters(pairs: tuple[str, ...]) -> dict[str, Any] | None:

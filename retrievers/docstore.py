@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from ctxzip.retrievers.filters import Condition, to_sql
 
 SCHEMA = """

@@ -178,7 +178,7 @@ class FaissIndex:
         sel = faiss.IDSelectorBatch(allowed) if allowed is not None else self._hide
         params: Any
         if self.spec.kind == "hnsw":
-            params = faiss.SearchParametersHNSW()
+            params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # not in the stubs
             params.efSearch = max(ef_search or self.spec.ef_search, k)
         elif self.trained:
             params = faiss.SearchParametersIVF()

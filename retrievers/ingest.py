@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from ctxzip.retrievers.chunking import chunk_text
+from typing import Any, Protocol
 
 from ctxzip.errors import InputError
-
-if TYPE_CHECKING:
-    from ctxzip.retrievers.base import BaseStore
+from ctxzip.retrievers.chunking import chunk_text
 
 TEXT_EXTENSIONS = frozenset(
     [
@@ -58,6 +54,25 @@ TEXT_EXTENSIONS = frozenset(
         ".jsonl",
     ]
 )
+
+
+class IngestTarget(Protocol):
+    """What ingest writes through: any store (`BaseStore` satisfies it)."""
+
+    embedder: Any
+
+    def upsert_texts(
+        self,
+        texts: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        ids: Sequence[str] | None = None,
+        vectors: Any = None,
+        progress: bool | None = None,
+    ) -> list[str]: ...
+
+    def ids_where(self, filter: Any = None) -> list[str]: ...
+
+    def delete(self, ids: Sequence[str]) -> int: ...
 
 
 @dataclass
@@ -137,7 +152,7 @@ def read_jsonl(path: Path, text_field: str = "text", id_field: str = "id") -> li
 
 
 def ingest(
-    store: BaseStore,
+    store: IngestTarget,
     paths: Sequence[str | Path],
     chunk_tokens: int = 200,
     overlap_tokens: int = 32,

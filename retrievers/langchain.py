@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ctxzip.retrievers.base import BaseStore, Document, Hit
-from ctxzip.retrievers.embeddings import Embedder
 from langchain_core.documents import Document as LCDocument
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
+
+from ctxzip.retrievers.base import BaseStore, Document, Hit
+from ctxzip.retrievers.embeddings import Embedder
 
 
 class LangChainEmbedder:
@@ -55,10 +56,10 @@ class EmbedderEmbeddings(Embeddings):
         self.embedder = embedder
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return self.embedder.embed(texts).tolist()  # type: ignore[no-any-return]
+        return [list(map(float, row)) for row in self.embedder.embed(texts)]
 
     def embed_query(self, text: str) -> list[float]:
-        return self.embedder.embed([text], progress=False)[0].tolist()  # type: ignore[no-any-return]
+        return list(map(float, self.embedder.embed([text], progress=False)[0]))
 
 
 def _to_lc(doc: Document, extra: dict[str, Any] | None = None) -> LCDocument:
@@ -177,7 +178,7 @@ class CtxzipVectorStore(VectorStore):
         return vs
 
     def save(self, path: str | Path) -> Path | None:
-        return self.store.save(path)  # type: ignore[func-returns-value]
+        return self.store.save(path)
 
     @classmethod
     def load(

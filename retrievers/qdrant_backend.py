@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ctxzip.errors import InputError
 from ctxzip.retrievers.base import BaseStore, Document
 from ctxzip.retrievers.embeddings import Embedder
 from ctxzip.retrievers.errors import StoreError, StoreMismatchError
@@ -34,8 +36,6 @@ from ctxzip.retrievers.persist import (
     write_json_atomic,
 )
 from ctxzip.retrievers.store import _embedder
-
-from ctxzip.errors import InputError
 
 _NAMESPACE = uuid.UUID("8a7c1e0e-4f7b-4c36-9d55-2f1c6b0c7a11")
 _BATCH = 256
@@ -126,6 +126,11 @@ class QdrantStore(BaseStore):
         distance = models.Distance.COSINE if self.metric == "cosine" else models.Distance.DOT
         if self.client.collection_exists(self.collection):
             params = self.client.get_collection(self.collection).config.params.vectors
+            if not isinstance(params, models.VectorParams):
+                raise StoreMismatchError(
+                    f"Qdrant collection {self.collection!r} has named vectors; ctxzip needs "
+                    "one unnamed vector per point"
+                )
             if params.size != self._dim or params.distance != distance:
                 raise StoreMismatchError(
                     f"Qdrant collection {self.collection!r} holds {params.size}-d "
@@ -153,7 +158,7 @@ class QdrantStore(BaseStore):
                     self.collection, [point_id(d.id) for d in docs], with_payload=["doc_id"]
                 )
                 if existing:
-                    first = existing[0].payload["doc_id"]
+                    first = _payload(existing[0])["doc_id"]
                     raise StoreError(
                         f"id {first!r} already exists (use upsert_texts to replace it)"
                     )
@@ -194,11 +199,11 @@ class QdrantStore(BaseStore):
             for rec in self.client.retrieve(
                 self.collection, part, with_payload=True, with_vectors=vectors
             ):
-                out[rec.payload["doc_id"]] = rec
+                out[_payload(rec)["doc_id"]] = rec
         return out
 
     def _fetch(self, ids: list[str]) -> dict[str, Document]:
-        return {i: _doc(r.payload) for i, r in self._records(ids).items()}
+        return {i: _doc(_payload(r)) for i, r in self._records(ids).items()}
 
     def get_vectors(self, ids: Sequence[str]) -> np.ndarray:
         if isinstance(ids, str):
@@ -230,16 +235,17 @@ class QdrantStore(BaseStore):
             search_params=params,
             with_payload=True,
         )
-        return [(_doc(p.payload), float(p.score)) for p in res.points]
+        return [(_doc(_payload(p)), float(p.score)) for p in res.points]
 
     def _scroll(self, conditions: list[Condition], fields: list[str]) -> list[dict[str, Any]]:
         flt = to_qdrant_filter(conditions)
-        out, offset = [], None
+        out: list[dict[str, Any]] = []
+        offset: Any = None
         while True:
             records, offset = self.client.scroll(
                 self.collection, scroll_filter=flt, limit=1000, offset=offset, with_payload=fields
             )
-            out.extend(r.payload for r in records)
+            out.extend(_payload(r) for r in records)
             if offset is None:
                 return out
 
@@ -261,9 +267,8 @@ class QdrantStore(BaseStore):
                 "an in-memory Qdrant store cannot be saved; connect to a server (url=)"
             )
         target.mkdir(parents=True, exist_ok=True)
-        from ctxzip.retrievers.persist import FORMAT, FORMAT_VERSION
-
         from ctxzip import __version__
+        from ctxzip.retrievers.persist import FORMAT, FORMAT_VERSION
 
         with folder_lock(target):
             write_json_atomic(
@@ -319,3 +324,11 @@ class QdrantStore(BaseStore):
 
 def _doc(payload: dict[str, Any]) -> Document:
     return Document(payload["doc_id"], payload["text"], payload.get("metadata") or {})
+
+
+def _payload(point: Any) -> dict[str, Any]:
+    """A point's payload; ctxzip writes one on every point, so a missing one is a foreign point."""
+    payload = point.payload
+    if not isinstance(payload, dict):
+        raise StoreError(f"Qdrant point {point.id!r} has no payload (not written by ctxzip)")
+    return payload

@@ -21,6 +21,8 @@ from typing import Any
 
 import faiss
 import numpy as np
+
+from ctxzip.errors import InputError
 from ctxzip.retrievers.base import BaseStore, Document
 from ctxzip.retrievers.docstore import DocStore
 from ctxzip.retrievers.embeddings import DEFAULT_MODEL, Embedder, SentenceTransformerEmbedder
@@ -37,8 +39,6 @@ from ctxzip.retrievers.persist import (
     verified_file,
 )
 from ctxzip.retrievers.rwlock import RWLock
-
-from ctxzip.errors import InputError
 
 INDEX_FILE = "index.faiss"
 DOCSTORE_FILE = "docs.sqlite"
@@ -176,6 +176,7 @@ class FaissStore(BaseStore):
         nprobe: int | None = None,
         rerank: int | None = None,
         exact_below: int = 2048,
+        **_: Any,
     ) -> list[tuple[Document, float]]:
         """Filtered search pre-filters in SQLite; tiny candidate sets are scored exactly.
 
