@@ -60,3 +60,27 @@ def test_wheel_has_one_top_level_package(tmp_path):
     for folder in FOLDERS:
         assert f"ctxzip/{folder}/__init__.py" in names
     assert "ctxzip/compressors/truncate.py" in names
+    # each family's modules and its shipped weights travel with it
+    for path in [
+        "ctxzip/compressors/token_classification/weights/token_classifier_head.safetensors",
+        "ctxzip/compressors/token_classification/weights/token_classifier_head.json",
+        "ctxzip/compressors/xrag/weights/xrag_minilm_smollm2.safetensors",
+        "ctxzip/compressors/xrag/weights/xrag_minilm_smollm2.json",
+        "ctxzip/compressors/vision/reader/weights/vision_reader_smollm2.safetensors",
+        "ctxzip/compressors/vision/merge.py",
+        "ctxzip/compressors/images/billing.py",
+        "ctxzip/corpus.py",
+        "ctxzip/py.typed",
+    ]:
+        assert path in names, path
+    assert not [n for n in names if n.endswith((".pkl", ".pickle", ".pt", ".bin"))]
+
+
+def test_trainers_are_found_by_entry_point():
+    from importlib.metadata import entry_points
+
+    trainers = {ep.name: ep.value for ep in entry_points(group="ctxzip.trainers")}
+    assert set(trainers) >= {"token-classifier", "xrag", "llava"}
+    for target in trainers.values():
+        module = target.partition(":")[0]
+        assert module.startswith("ctxzip.compressors.") and module.endswith(".train"), target
