@@ -26,6 +26,11 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
         "Train the small models ctxzip ships.",
         "models",
     ),
+    "compress-corpus": (
+        "ctxzip.middleware.cli:compress_corpus_command",
+        "Compress every record of a JSONL/Parquet corpus (locally or on Ray).",
+        "ray",
+    ),
     "index": (
         "ctxzip.retrievers.cli:index_command",
         "Add files, folders or JSONL to a store.",
