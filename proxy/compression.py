@@ -13,15 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from ctxzip.compressor import Compressor
 from ctxzip.errors import CtxzipError
 from ctxzip.middleware.messages import MessagePolicy, Protocol, plan_request
+from ctxzip.proxy.state import KeyValueStore, MemoryStore
 from ctxzip.registry import get_compressor
 from ctxzip.result import CompressionRequest
 from ctxzip.tokens import get_tokenizer
@@ -113,7 +114,7 @@ class CompressionService:
 
     def __init__(self, *, method: str, options: dict[str, Any], tokenizer: str,
                  policy: MessagePolicy, timeout_s: float, cache_size: int = 4096,
-                 max_batch: int = 32) -> None:  # fmt: skip
+                 max_batch: int = 32, cache: KeyValueStore | None = None) -> None:  # fmt: skip
         self.method = method
         self.options = options
         self.tokenizer_name = tokenizer
@@ -122,7 +123,9 @@ class CompressionService:
         self.cache_size = cache_size
         self.max_batch = max_batch
         self._batchers: dict[str, Batcher] = {}
-        self._cache: OrderedDict[str, list[str]] = OrderedDict()
+        # compressed texts as JSON by key; shared by replicas when it is Redis (proxy.state)
+        self._cache = cache if cache is not None else MemoryStore(max_items=cache_size)
+        self._writes: set[asyncio.Future[None]] = set()
         self._tokenizer = get_tokenizer(tokenizer)
 
     def compressor(self, method: str) -> Batcher:
@@ -176,7 +179,7 @@ class CompressionService:
             return Outcome(None, "unchanged", method, tokens_in, tokens_in,
                            time.perf_counter() - start, reason="nothing to compress")  # fmt: skip
         keys = [self._key(method, r) for r in requests]
-        texts: list[list[str] | None] = [self._cache.get(k) for k in keys]
+        texts = [_decode(v) for v in await self._cache.get_many(keys)]
         missing = [i for i, t in enumerate(texts) if t is None]
         if missing:
             job = asyncio.ensure_future(batcher.submit([requests[i] for i in missing]))
@@ -195,9 +198,7 @@ class CompressionService:
                 ) from exc
             for i, new in zip(missing, fresh, strict=True):
                 texts[i] = self._store(keys[i], requests[i], new)
-        for k in keys:
-            if k in self._cache:
-                self._cache.move_to_end(k)
+            await asyncio.gather(*self._writes)  # stored before the answer: replicas see it
         final = [t for t in texts if t is not None]
         out_body = plan.apply(final)
         compressed_tokens = sum(self.count(t) for unit in final for t in unit)
@@ -224,10 +225,26 @@ class CompressionService:
     def _remember(self, key: str, texts: list[str]) -> None:
         if self.cache_size <= 0:
             return
-        self._cache[key] = texts
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        value = json.dumps(texts).encode("ascii")  # ASCII escapes keep lone surrogates
+        write = asyncio.ensure_future(self._cache.set(key, value))
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
 
     async def close(self) -> None:
         for batcher in self._batchers.values():
             await batcher.close()
+        await asyncio.gather(*self._writes, return_exceptions=True)
+        await self._cache.close()
+
+
+def _decode(value: bytes | None) -> list[str] | None:
+    """A cached entry (a JSON list of strings), or None when missing or unreadable."""
+    if value is None:
+        return None
+    try:
+        texts = json.loads(value)
+    except ValueError:
+        return None
+    if isinstance(texts, list) and all(isinstance(t, str) for t in texts):
+        return texts
+    return None

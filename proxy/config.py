@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from ctxzip.compressors.images.compressor import ImageBudgetSettings
 from ctxzip.middleware.messages import MessagePolicy, RateRange
+from ctxzip.proxy.state import StateConfig
 
 from ctxzip.errors import CtxzipError
 
@@ -164,6 +165,7 @@ class ProxyConfig:
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
+    state: StateConfig = field(default_factory=StateConfig)  # shared by replicas (Redis)
 
     def validate(self) -> ProxyConfig:
         """Check cross-field rules; raise ConfigError with one clear line."""
@@ -194,6 +196,10 @@ class ProxyConfig:
             raise ConfigError("limits.max_body_bytes must be at least 1024")
         try:
             self.image_settings()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        try:
+            self.state.check()
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         if self.timeouts.retries < 0 or self.timeouts.retries > 10:

@@ -15,6 +15,7 @@ from ctxzip.proxy.errors import Protocol, ProxyError, error_body, protocol_for_p
 from ctxzip.proxy.local_upstream import LocalModel, check_params
 from ctxzip.proxy.metrics import Metrics
 from ctxzip.proxy.soft_tokens import SoftTokens
+from ctxzip.proxy.state import open_state
 from ctxzip.proxy.streaming import Relay
 from ctxzip.proxy.upstream import Target, Upstreams, join_url, response_headers, safe_subpath
 from starlette.requests import Request
@@ -38,6 +39,7 @@ class State:
         self.service = CompressionService(
             method=c.method, options=c.options, tokenizer=c.tokenizer, policy=policy,
             timeout_s=c.timeout_s, cache_size=c.cache_size, max_batch=c.max_batch,
+            cache=open_state(config.state, "compression", max_items=c.cache_size),
         )  # fmt: skip
         self.images = config.image_settings()
         self.upstreams = Upstreams(config)
