@@ -20,10 +20,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from ctxzip.proxy.config import ConfigError, load_config
-from ctxzip.proxy.state import MemoryStore, RedisStore, StateConfig, open_state
 
 from ctxzip.compressor import BaseCompressor, Compressed
+from ctxzip.proxy.config import ConfigError, load_config
+from ctxzip.proxy.state import MemoryStore, RedisStore, StateConfig, open_state
 from ctxzip.result import CompressionRequest
 
 HERE = Path(__file__).parent
@@ -114,7 +114,7 @@ def test_in_process_state_is_the_default() -> None:
 
 
 def test_state_config_is_checked() -> None:
-    with pytest.raises(ConfigError, match="state.redis"):
+    with pytest.raises(ConfigError, match=r"state\.redis"):
         load_config(environ={}, overrides={"state": {"redis": "http://localhost:6379"}})
     with pytest.raises(ConfigError, match="ttl_s"):
         load_config(environ={}, overrides={"state": {"ttl_s": -1}})
