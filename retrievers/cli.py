@@ -64,6 +64,15 @@ def _filters(pairs: tuple[str, ...]) -> dict[str, Any] | None:
     "--text-field", default="text", show_default=True, help="JSONL field holding the text."
 )
 @click.option("--device", default="auto", show_default=True)
+@click.option(
+    "--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+    help="ray: chunk and embed on Ray workers (same vectors as local).",
+)  # fmt: skip
+@click.option(
+    "--address", default=None,
+    help="Ray cluster to use (default $RAY_ADDRESS, else a local Ray started here).",
+)  # fmt: skip
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Ray workers.")
 def index_command(
     paths: tuple[str, ...],
     store_dir: str,
@@ -77,6 +86,9 @@ def index_command(
     overlap: int,
     text_field: str,
     device: str,
+    engine: str,
+    address: str | None,
+    workers: int | None,
 ) -> None:
     """Chunk and add files, folders (text files inside) and JSONL to the store at --store.
 
@@ -105,8 +117,9 @@ def index_command(
         options["model"] = model  # checked against the manifest
     store = open_store(folder, backend=None if (folder / MANIFEST).exists() else backend, **options)
     report = store.ingest(
-        list(paths), chunk_tokens=chunk_tokens, overlap_tokens=overlap, text_field=text_field
-    )
+        list(paths), chunk_tokens=chunk_tokens, overlap_tokens=overlap, text_field=text_field,
+        engine=engine, address=address, workers=workers,
+    )  # fmt: skip
     store.save(folder)
     for path, reason in report.skipped:
         click.echo(f"skipped {path}: {reason}", err=True)
