@@ -128,6 +128,15 @@ def _method_options(pairs: tuple[str, ...]) -> dict[str, dict[str, Any]]:
 @click.option("--no-baselines", is_flag=True, help="Skip no-context/full/truncate/random.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option(
+    "--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+    help="ray: compress and read on Ray workers (same summary as local).",
+)  # fmt: skip
+@click.option(
+    "--address", default=None,
+    help="Ray cluster to use (default $RAY_ADDRESS, else a local Ray started here).",
+)  # fmt: skip
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Ray workers.")
+@click.option(
     "--demo",
     is_flag=True,
     help=f"The `make demo` run: pyref, every text method, rates "

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ctxzip.evals import datasets, report
+from ctxzip.evals.engine import run_ray_sweep
 from ctxzip.evals.plot import plot_sweep
 from ctxzip.evals.readers import make_reader
 from ctxzip.evals.sweep import SweepConfig, resolve_methods, run_sweep
@@ -71,7 +72,13 @@ def run_eval(
         f"rates {config.rates}; run folder {config.out}"
     )
     reader = make_reader(config.reader, **config.reader_options)
-    records, failed, _ = run_sweep(config, items, reader, progress=progress, log=echo)
+    if settings.get("engine", "local") == "ray":
+        records, failed, _ = run_ray_sweep(
+            config, items, reader, address=settings.get("address"),
+            workers=settings.get("workers"), progress=progress, log=echo,
+        )  # fmt: skip
+    else:
+        records, failed, _ = run_sweep(config, items, reader, progress=progress, log=echo)
     rows = report.summarize(records, seed=seed)
     meta = {
         "dataset": config.dataset,

@@ -207,19 +207,7 @@ class Sweep:
             self.config.baselines,
             images=any(IMAGE_KEY in it.metadata for it in self.items),
         )
-        (self.out / "config.json").write_text(
-            json.dumps(
-                {
-                    **asdict(self.config),
-                    "conditions": [c.label for c in conds],
-                    "reader_config": self.reader.config(),
-                    "tokenizer": self.tok.name,
-                    "n_items": len(self.items),
-                },
-                indent=2,
-                ensure_ascii=False,
-            )
-        )
+        self._write_config(conds)
         # Items go in blocks, every condition per block, so an interrupted run leaves
         # complete results for its first items (the prefix a smaller --limit selects).
         block = max(1, self.config.block_size)
@@ -235,6 +223,21 @@ class Sweep:
             bar.update(len(chunk))
         bar.close()
         return self._records(conds)
+
+    def _write_config(self, conds: Sequence[Condition]) -> None:
+        (self.out / "config.json").write_text(
+            json.dumps(
+                {
+                    **asdict(self.config),
+                    "conditions": [c.label for c in conds],
+                    "reader_config": self.reader.config(),
+                    "tokenizer": self.tok.name,
+                    "n_items": len(self.items),
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
 
     def _compressor(self, method: str) -> Compressor:
         if method not in self._compressors:
