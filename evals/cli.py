@@ -107,8 +107,12 @@ def _method_options(pairs: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     type=click.Choice(["store", "bm25"]),
     default="store",
     show_default=True,
-    help="How --corpus is searched: the ctxzip store (hybrid) or BM25 alone.",
+    help="How --corpus is searched: the ctxzip store (hybrid unless --dense-only) or BM25.",
 )
+@click.option(
+    "--dense-only", is_flag=True,
+    help="With --retriever store: vector search alone, without BM25 fusion.",
+)  # fmt: skip
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option(
     "--option",

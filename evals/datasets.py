@@ -250,12 +250,16 @@ def load_corpus(path: str | Path) -> dict[str, str]:
 
 
 def attach_retrieved(
-    items: Iterable[QAItem], corpus: dict[str, str], top_k: int = 5, retriever: str = "store"
+    items: Iterable[QAItem],
+    corpus: dict[str, str],
+    top_k: int = 5,
+    retriever: str = "store",
+    dense_only: bool = False,
 ) -> None:
     """Fill each item's contexts with the corpus's top-k documents for its question.
 
     `store` indexes the corpus in a ctxzip retrieval store (MiniLM vectors + BM25 fused by
-    reciprocal rank); `bm25` uses BM25 alone (no model). `gold_retrieved` records whether a
+    reciprocal rank; vectors alone with `dense_only`); `bm25` uses BM25 alone (no model). `gold_retrieved` records whether a
     gold document made the top k.
     """
     items = list(items)
@@ -266,7 +270,8 @@ def attach_retrieved(
 
         store = FaissStore()
         store.add_texts([corpus[i] for i in ids], ids=ids, progress=False)
-        ranked = [[h.document.id for h in store.hybrid_search(it.question, k=k)] for it in items]
+        search = store.search if dense_only else store.hybrid_search
+        ranked = [[h.document.id for h in search(it.question, k)] for it in items]
     elif retriever == "bm25":
         import bm25s
 

@@ -45,6 +45,7 @@ def run_eval(
             datasets.load_corpus(settings["corpus"]),
             int(settings.get("top_k", 5)),
             settings.get("retriever", "store"),
+            dense_only=bool(settings.get("dense_only", False)),
         )
     items = datasets.sample(items, settings.get("limit"), seed)
     missing = [it.id for it in items if not any(c.strip() for c in it.contexts)]

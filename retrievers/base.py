@@ -373,11 +373,13 @@ class BaseStore(ABC):
         rrf_k: int = RRF_K,
         fetch_k: int | None = None,
         score_threshold: float | None = None,
+        **options: Any,
     ) -> list[Hit]:
         """Vector and BM25 results fused by weighted reciprocal rank fusion (k = 60).
 
         Each side contributes its top `fetch_k` (default max(4k, 20)); a document's score
-        is sum(weight / (rrf_k + rank)). `score_threshold` applies to the fused score.
+        is sum(weight / (rrf_k + rank)). `score_threshold` applies to the fused score;
+        `options` (e.g. `ef_search`, `nprobe`) go to the vector search.
         """
         _check_k(k)
         if vector_weight < 0 or bm25_weight < 0 or vector_weight + bm25_weight <= 0:
@@ -385,7 +387,7 @@ class BaseStore(ABC):
         if rrf_k <= 0:
             raise InputError(f"rrf_k must be > 0, got {rrf_k}")
         fetch = fetch_k or max(4 * k, 20)
-        vec_hits = self.search(query, fetch, filter) if vector_weight > 0 else []
+        vec_hits = self.search(query, fetch, filter, **options) if vector_weight > 0 else []
         kw_hits = self.bm25_search(query, fetch, filter) if bm25_weight > 0 else []
         fused = rrf(
             [[h.id for h in vec_hits], [h.id for h in kw_hits]], [vector_weight, bm25_weight], rrf_k

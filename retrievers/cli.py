@@ -136,7 +136,11 @@ def index_command(
 @click.argument("query")
 @click.option("--store", "store_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--k", "-k", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--hybrid", is_flag=True, help="Fuse BM25 and vector results (RRF, k=60).")
+@click.option(
+    "--hybrid", is_flag=True,
+    help="Fuse BM25 and vector results (RRF, k=60): the default; kept for old scripts.",
+)  # fmt: skip
+@click.option("--dense-only", is_flag=True, help="Vector search alone, without BM25 fusion.")
 @click.option("--mmr", is_flag=True, help="Diversify with maximal marginal relevance.")
 @click.option("--bm25-weight", type=float, default=1.0, show_default=True)
 @click.option("--vector-weight", type=float, default=1.0, show_default=True)
@@ -148,7 +152,10 @@ def index_command(
     metavar="KEY=VALUE",
     help="Metadata filter (JSON values allowed, e.g. year='{\"$gte\": 2020}'); repeatable.",
 )
-@click.option("--threshold", type=float, default=None, help="Minimum score.")
+@click.option(
+    "--threshold", type=float, default=None,
+    help="Minimum similarity (a dense search, unless --hybrid: then the fused score).",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON lines.")
 @click.option("--device", default="auto", show_default=True)
 def search_command(
@@ -156,6 +163,7 @@ def search_command(
     store_dir: str,
     k: int,
     hybrid: bool,
+    dense_only: bool,
     mmr: bool,
     bm25_weight: float,
     vector_weight: float,
@@ -164,11 +172,17 @@ def search_command(
     as_json: bool,
     device: str,
 ) -> None:
-    """Search the store at --store for QUERY and print the best hits."""
+    """Search the store at --store for QUERY and print the best hits.
+
+    Hybrid by default: vector and BM25 results fused by reciprocal rank.
+    """
     from ctxzip.retrievers.backends import open_store
 
     if hybrid and mmr:
         raise click.UsageError("--hybrid and --mmr cannot be combined")
+    if hybrid and dense_only:
+        raise click.UsageError("--hybrid and --dense-only cannot be combined")
+    hybrid = not (mmr or dense_only) and (hybrid or threshold is None)
     folder = Path(store_dir)
     if not (folder / MANIFEST).exists():
         raise CtxzipError(f"no store at {folder} (run `ctxzip index PATH --store {folder}` first)")

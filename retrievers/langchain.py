@@ -2,8 +2,8 @@
 
     from ctxzip.retrievers.langchain import CtxzipVectorStore
     vs = CtxzipVectorStore(store)                       # any ctxzip store backend
-    retriever = vs.as_retriever(search_kwargs={"k": 8, "filter": {"lang": "en"}})
-    retriever = vs.as_retriever(search_kwargs={"k": 8, "hybrid": True})   # BM25 + vectors
+    retriever = vs.as_retriever(search_kwargs={"k": 8, "filter": {"lang": "en"}})  # hybrid
+    retriever = vs.as_retriever(search_kwargs={"k": 8, "dense_only": True})   # vectors only
     retriever = vs.as_retriever(search_type="mmr")
 
 Unlike `langchain_community.vectorstores.FAISS`, saving never pickles (`vs.save(dir)`,
@@ -62,6 +62,22 @@ class EmbedderEmbeddings(Embeddings):
         return list(map(float, self.embedder.embed([text], progress=False)[0]))
 
 
+HYBRID_ONLY = ("bm25_weight", "vector_weight", "rrf_k", "fetch_k")
+
+
+def use_hybrid(kwargs: dict[str, Any]) -> bool:
+    """Whether search kwargs ask for hybrid search (the default); pops the switches.
+
+    `dense_only=True` or `hybrid=False` opt out; a `score_threshold` without `hybrid=True`
+    is a similarity threshold, so it means dense search too.
+    """
+    hybrid = kwargs.pop("hybrid", None)
+    dense_only = bool(kwargs.pop("dense_only", False))
+    if hybrid is not None:
+        return bool(hybrid) and not dense_only
+    return not dense_only and kwargs.get("score_threshold") is None
+
+
 def _to_lc(doc: Document, extra: dict[str, Any] | None = None) -> LCDocument:
     return LCDocument(page_content=doc.text, metadata={**doc.metadata, **(extra or {})}, id=doc.id)
 
@@ -69,9 +85,12 @@ def _to_lc(doc: Document, extra: dict[str, Any] | None = None) -> LCDocument:
 class CtxzipVectorStore(VectorStore):
     """A ctxzip store behind LangChain's `VectorStore` interface.
 
-    `add_texts` upserts (LangChain's convention for known ids). Search kwargs: `filter`
-    (ctxzip filter dict), `score_threshold`, `hybrid=True` (+ `bm25_weight`,
-    `vector_weight`), and backend options such as `ef_search` / `nprobe`.
+    `add_texts` upserts (LangChain's convention for known ids). Searches are hybrid by
+    default (vectors + BM25 fused by reciprocal rank; scores are fused ranks); pass
+    `dense_only=True` (or `hybrid=False`) for vectors alone. A `score_threshold` is a
+    similarity, so it means a dense search unless `hybrid=True` is given. Other search
+    kwargs: `filter` (ctxzip filter dict), `bm25_weight`, `vector_weight`, and backend
+    options such as `ef_search` / `nprobe`.
     """
 
     def __init__(self, store: BaseStore) -> None:
@@ -108,8 +127,10 @@ class CtxzipVectorStore(VectorStore):
         return [_to_lc(d) for d in self.store.get(list(ids)) if d is not None]
 
     def _search(self, query: str, k: int, **kwargs: Any) -> list[Hit]:
-        if kwargs.pop("hybrid", False):
+        if use_hybrid(kwargs):
             return self.store.hybrid_search(query, k, **kwargs)
+        for key in HYBRID_ONLY:
+            kwargs.pop(key, None)
         return self.store.search(query, k, **kwargs)
 
     def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[LCDocument]:
@@ -155,6 +176,7 @@ class CtxzipVectorStore(VectorStore):
         if kwargs.get("hybrid"):  # RRF scores are ranks, not similarities
             raise ValueError("relevance scores are not defined for hybrid search")
         kwargs.pop("score_threshold", None)  # LangChain applies it to the relevance score
+        kwargs["dense_only"] = True
         fn = self._select_relevance_score_fn()
         return [(doc, fn(s)) for doc, s in self.similarity_search_with_score(query, k, **kwargs)]
 
