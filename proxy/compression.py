@@ -125,7 +125,7 @@ class CompressionService:
         self._batchers: dict[str, Batcher] = {}
         # compressed texts as JSON by key; shared by replicas when it is Redis (proxy.state)
         self._cache = cache if cache is not None else MemoryStore(max_items=cache_size)
-        self._writes: set[asyncio.Future[None]] = set()
+        self._writes: set[asyncio.Future[bool]] = set()
         self._tokenizer = get_tokenizer(tokenizer)
 
     def compressor(self, method: str) -> Batcher:
