@@ -162,7 +162,7 @@ def map_rows(
         fn_constructor_kwargs={"factory": factory, "options": dict(options)},
         batch_size=batch_size,
         batch_format="numpy",
-        concurrency=workers,
+        compute=data.ActorPoolStrategy(size=workers),
         num_cpus=cpus_per_worker,
     )
     expected = 0
