@@ -37,6 +37,33 @@ Row = dict[str, Any]
 RowsFn = Callable[[list[Row]], list[Row]]
 
 
+def engine_options(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The click options --engine, --address and --workers; `what` says what Ray runs."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        import click
+
+        options = [
+            click.option(
+                "--engine", type=click.Choice(list(ENGINES)), default="local",
+                show_default=True, help=f"ray: {what}.",
+            ),
+            click.option(
+                "--address", default=None,
+                help="Ray cluster to use (default $RAY_ADDRESS, else a local Ray started here).",
+            ),
+            click.option(
+                "--workers", type=click.IntRange(min=1), default=None,
+                help="Ray workers (default: one per CPU of the cluster).",
+            ),
+        ]  # fmt: skip
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
 def import_target(target: str) -> Any:
     """The object a ``"module:attr"`` string names."""
     module_name, _, attr = target.partition(":")

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from ctxzip.distributed import engine_options
+
 DEMO_LIMIT = 12
 DEMO_RATES = (0.33, 0.1)
 
@@ -131,15 +133,7 @@ def _method_options(pairs: tuple[str, ...]) -> dict[str, dict[str, Any]]:
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--no-baselines", is_flag=True, help="Skip no-context/full/truncate/random.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-@click.option(
-    "--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-    help="ray: compress and read on Ray workers (same summary as local).",
-)  # fmt: skip
-@click.option(
-    "--address", default=None,
-    help="Ray cluster to use (default $RAY_ADDRESS, else a local Ray started here).",
-)  # fmt: skip
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Ray workers.")
+@engine_options("compress and read on Ray workers (same summary as local)")
 @click.option(
     "--demo",
     is_flag=True,

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ctxzip import distributed
 from ctxzip.compressor import Compressor
-from ctxzip.evals.datasets import IMAGE_KEY, QAItem
+from ctxzip.evals.datasets import QAItem
 from ctxzip.evals.readers import Reader, make_reader
 from ctxzip.evals.sweep import (
     Condition,
@@ -32,8 +32,6 @@ from ctxzip.evals.sweep import (
     _compression_record,
     _make_compressor,
     _seed_everything,
-    conditions,
-    resolve_methods,
 )
 from ctxzip.result import CompressionRequest
 
@@ -118,13 +116,7 @@ class RaySweep(Sweep):
 
     def run(self) -> list[dict[str, Any]]:
         """Compress, read and score everything; return per-item records."""
-        conds = conditions(
-            resolve_methods(self.config.methods),
-            self.config.rates,
-            self.config.baselines,
-            images=any(IMAGE_KEY in it.metadata for it in self.items),
-        )
-        self._write_config(conds)
+        conds = self._conditions()
         block = max(1, self.config.block_size)
         blocks = [self.items[s : s + block] for s in range(0, len(self.items), block)]
         wave = max(1, 2 * self.workers)

@@ -199,15 +199,32 @@ class Sweep:
     def _akey(self, question: str, context: str) -> str:
         return key_of("a1", self.reader.config(), self.config.seed, question, context)
 
-    def run(self) -> list[dict[str, Any]]:
-        """Compress, read and score everything; return per-item records."""
+    def _conditions(self) -> list[Condition]:
+        """Every condition of this sweep; written to the run folder's config.json."""
         conds = conditions(
             resolve_methods(self.config.methods),
             self.config.rates,
             self.config.baselines,
             images=any(IMAGE_KEY in it.metadata for it in self.items),
         )
-        self._write_config(conds)
+        (self.out / "config.json").write_text(
+            json.dumps(
+                {
+                    **asdict(self.config),
+                    "conditions": [c.label for c in conds],
+                    "reader_config": self.reader.config(),
+                    "tokenizer": self.tok.name,
+                    "n_items": len(self.items),
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+        return conds
+
+    def run(self) -> list[dict[str, Any]]:
+        """Compress, read and score everything; return per-item records."""
+        conds = self._conditions()
         # Items go in blocks, every condition per block, so an interrupted run leaves
         # complete results for its first items (the prefix a smaller --limit selects).
         block = max(1, self.config.block_size)
@@ -223,21 +240,6 @@ class Sweep:
             bar.update(len(chunk))
         bar.close()
         return self._records(conds)
-
-    def _write_config(self, conds: Sequence[Condition]) -> None:
-        (self.out / "config.json").write_text(
-            json.dumps(
-                {
-                    **asdict(self.config),
-                    "conditions": [c.label for c in conds],
-                    "reader_config": self.reader.config(),
-                    "tokenizer": self.tok.name,
-                    "n_items": len(self.items),
-                },
-                indent=2,
-                ensure_ascii=False,
-            )
-        )
 
     def _compressor(self, method: str) -> Compressor:
         if method not in self._compressors:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ctxzip.distributed import engine_options
 from ctxzip.tokens import DEFAULT_TOKENIZER
 
 
@@ -28,18 +29,7 @@ from ctxzip.tokens import DEFAULT_TOKENIZER
     help="Compressor option (JSON values allowed); repeatable.",
 )  # fmt: skip
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option(
-    "--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-    help="ray: a Ray Data pipeline, one compressor per worker.",
-)  # fmt: skip
-@click.option(
-    "--address", default=None,
-    help="Ray cluster to use (default $RAY_ADDRESS, else a local Ray started here).",
-)  # fmt: skip
-@click.option(
-    "--workers", type=click.IntRange(min=1), default=None,
-    help="Ray workers (default: one per CPU of the cluster).",
-)  # fmt: skip
+@engine_options("a Ray Data pipeline, one compressor per worker (same output as local)")
 @click.option("--cpus-per-worker", type=float, default=1.0, show_default=True)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def compress_corpus_command(

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from ctxzip.distributed import engine_options
 from ctxzip.errors import CtxzipError
 from ctxzip.retrievers.faiss_index import KINDS, METRICS
 from ctxzip.retrievers.persist import MANIFEST
@@ -64,15 +65,7 @@ def _filters(pairs: tuple[str, ...]) -> dict[str, Any] | None:
     "--text-field", default="text", show_default=True, help="JSONL field holding the text."
 )
 @click.option("--device", default="auto", show_default=True)
-@click.option(
-    "--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-    help="ray: chunk and embed on Ray workers (same vectors as local).",
-)  # fmt: skip
-@click.option(
-    "--address", default=None,
-    help="Ray cluster to use (default $RAY_ADDRESS, else a local Ray started here).",
-)  # fmt: skip
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Ray workers.")
+@engine_options("chunk and embed on Ray workers (same vectors as local)")
 def index_command(
     paths: tuple[str, ...],
     store_dir: str,
