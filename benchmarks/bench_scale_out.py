@@ -41,6 +41,7 @@ def main() -> None:
 
     import ray
 
+    from ctxzip.encoder import _encoders
     from ctxzip.evals.datasets import load_dataset
     from ctxzip.middleware.corpus import CorpusJob, compress_corpus, compress_rows, read_records
     from ctxzip.tokens import DEFAULT_TOKENIZER
@@ -55,6 +56,8 @@ def main() -> None:
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     def run(name: str, engine: str, workers: int | None) -> tuple[float, list[dict[str, object]]]:
+        for encoder in _encoders.values():  # no sentence seen in an earlier run is free
+            encoder.clear_cache()
         out = tmp / f"{name}.jsonl"
         job = CorpusJob(str(source), str(out), args.method, rate=args.rate,
                         query_column="question", batch_size=args.batch_size)  # fmt: skip
