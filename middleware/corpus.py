@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -255,7 +256,8 @@ def _ray(
         "rate": job.rate,
         "target_tokens": job.target_tokens,
     }
-    with distributed.ray_session(address, num_cpus=workers) as ray:
+    cpus = math.ceil(workers * cpus_per_worker) if workers else None  # a local Ray's size
+    with distributed.ray_session(address, num_cpus=cpus) as ray:
         n = workers or distributed.default_workers(ray, cpus_per_worker)
         yield from distributed.map_rows(
             ray,
