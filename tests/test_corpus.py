@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +115,21 @@ def test_bad_input_is_refused(tmp_path: Path) -> None:
     src.write_text('{"text": "one two three four"}\n')
     assert main(["compress-corpus", str(src), "--out", str(tmp_path / "o.csv"), "-m",
                  "truncate", "--rate", "0.5"]) == 1  # fmt: skip
+
+
+@pytest.mark.ray
+def test_ray_engine_joins_an_existing_cluster(source: Path, tmp_path: Path, ray_local: Any) -> None:
+    """A separate driver process reaches the test's Ray through --address (or RAY_ADDRESS)."""
+    address = ray_local.get_runtime_context().gcs_address
+    local, remote = tmp_path / "local.jsonl", tmp_path / "remote.jsonl"
+    args = ["compress-corpus", str(source), "-m", "truncate", "--rate", "0.5", "--no-progress"]
+    assert main([*args, "--out", str(local)]) == 0
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run(
+        [sys.executable, "-m", "ctxzip.cli", *args, "--out", str(remote), "--engine", "ray",
+         "--address", address, "--workers", "1"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert remote.read_text() == local.read_text()
+    assert ray_local.is_initialized()  # the cluster outlives the job that joined it
