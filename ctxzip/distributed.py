@@ -95,7 +95,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         return
     address = address or os.environ.get(RAY_ADDRESS_ENV) or None
     if address:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        ray.init(address=address)  # no other options: Ray Client (ray://) refuses some
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     try:
