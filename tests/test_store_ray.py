@@ -59,3 +59,20 @@ def test_ray_index_holds_the_same_chunks_and_vectors(
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ray_ingest_into_the_qdrant_backend(corpus: Path, ray_local: Any) -> None:
+    from ctxzip.retrievers.qdrant_backend import QdrantStore
+
+    stores = [QdrantStore(collection="local"), QdrantStore(collection="ray")]
+    try:
+        stores[0].ingest([corpus], chunk_tokens=64, overlap_tokens=8)
+        stores[1].ingest([corpus], chunk_tokens=64, overlap_tokens=8, engine="ray", workers=2)
+        ids = sorted(stores[0].ids_where())
+        assert ids == sorted(stores[1].ids_where()) and len(ids) > 20
+        assert np.array_equal(stores[0].get_vectors(ids), stores[1].get_vectors(ids))
+    finally:
+        for store in stores:
+            store.close()
