@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ctxzip.compressors.images.compressor import ImageBudgetSettings
-from ctxzip.middleware.messages import MessagePolicy, RateRange
-
+from ctxzip.compressors.images.fitting import MODES, Mode
 from ctxzip.errors import CtxzipError
+from ctxzip.middleware.messages import MessagePolicy, RateRange
 
 try:
     import tomllib
@@ -142,14 +141,28 @@ class LocalConfig:
 
 @dataclass
 class ImagesConfig:
-    """Per-request image-token budgets (off by default); see ctxzip.compressors.images.compressor."""
+    """Per-request image-token budgets (off by default), applied by `ctxzip.proxy.images`."""
 
     enabled: bool = False
-    max_tokens: int = 1500
-    mode: str = "downscale"
-    allow_remote_urls: bool = False
+    max_tokens: int = 1500  # per request, in the provider's image tokens
+    mode: Mode = "downscale"  # or "crop" (to the salient region first)
+    allow_remote_urls: bool = False  # never fetch client-named URLs unless this is set
     allowed_hosts: list[str] = field(default_factory=list)
     max_image_bytes: int = 20 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise ConfigError for settings that cannot work."""
+        if self.mode not in MODES:
+            raise ConfigError(f"images.mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int):
+            raise ConfigError("images.max_tokens must be an integer")
+        if self.max_tokens < 1:
+            raise ConfigError("images.max_tokens must be >= 1")
+        if self.allow_remote_urls and not self.allowed_hosts:
+            raise ConfigError("images.allow_remote_urls needs images.allowed_hosts")
 
 
 @dataclass
@@ -192,10 +205,7 @@ class ProxyConfig:
                 raise ConfigError(f"models.{glob!r} names unknown upstream {name!r}")
         if self.limits.max_body_bytes < 1024:
             raise ConfigError("limits.max_body_bytes must be at least 1024")
-        try:
-            self.image_settings()
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        self.images.check()
         if self.timeouts.retries < 0 or self.timeouts.retries > 10:
             raise ConfigError("timeouts.retries must be between 0 and 10")
         self.server.forward_headers = [h.lower() for h in self.server.forward_headers]
@@ -203,9 +213,6 @@ class ProxyConfig:
             if h in self.server.forward_headers:
                 raise ConfigError(f"server.forward_headers may not include {h!r}")
         return self
-
-    def image_settings(self) -> ImageBudgetSettings:
-        return ImageBudgetSettings(**dataclasses.asdict(self.images))
 
     def secrets(self) -> list[str]:
         """Every configured secret value (for log redaction)."""

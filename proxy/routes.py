@@ -8,19 +8,19 @@ import logging
 import time
 from typing import Any
 
-from ctxzip.compressors.images.compressor import ImageBudgetOutcome
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ctxzip.errors import CtxzipError
 from ctxzip.proxy.compression import CompressionFailed, CompressionService, Outcome
 from ctxzip.proxy.config import ProxyConfig
 from ctxzip.proxy.errors import Protocol, ProxyError, error_body, protocol_for_path
+from ctxzip.proxy.images import ImageBudgetOutcome, aapply_images
 from ctxzip.proxy.local_upstream import LocalModel, check_params
 from ctxzip.proxy.metrics import Metrics
 from ctxzip.proxy.soft_tokens import SoftTokens
 from ctxzip.proxy.streaming import Relay
 from ctxzip.proxy.upstream import Target, Upstreams, join_url, response_headers, safe_subpath
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-
-from ctxzip.errors import CtxzipError
 
 log = logging.getLogger("ctxzip.proxy")
 _TRUE = {"1", "true", "yes", "on"}
@@ -39,7 +39,7 @@ class State:
             method=c.method, options=c.options, tokenizer=c.tokenizer, policy=policy,
             timeout_s=c.timeout_s, cache_size=c.cache_size, max_batch=c.max_batch,
         )  # fmt: skip
-        self.images = config.image_settings()
+        self.images = config.images
         self.upstreams = Upstreams(config)
         self.local = LocalModel(config.local.model, config.local.device, config.local.max_tokens)
         self.soft = SoftTokens(self.local, policy, method=c.method, options=c.options,
@@ -235,7 +235,7 @@ class Handlers:
                           route: str) -> ImageBudgetOutcome | None:  # fmt: skip
         """Shrink images to the configured per-request image-token budget (fail-open)."""
         try:
-            out = await self.state.images.aapply(data, protocol)
+            out = await aapply_images(self.state.images, data, protocol)
         except (CtxzipError, OSError, ValueError) as exc:
             self.metrics.fail("image_budget")
             log.warning("image budget failed: %s", exc)
