@@ -278,13 +278,13 @@ class Handlers:
 
     # ---- routes ------------------------------------------------------------------------
 
-    async def openai_chat(self, request: Request) -> Response:
+    async def openai_chat(self, request: Request) -> Response | Relay:
         return await self._chat(request, "openai", "chat")
 
-    async def anthropic_messages(self, request: Request) -> Response:
+    async def anthropic_messages(self, request: Request) -> Response | Relay:
         return await self._chat(request, "anthropic", "messages")
 
-    async def _chat(self, request: Request, protocol: Protocol, route: str) -> Response:
+    async def _chat(self, request: Request, protocol: Protocol, route: str) -> Response | Relay:
         start = time.perf_counter()
         path = request.url.path
         try:
@@ -339,7 +339,7 @@ class Handlers:
             response.headers[k.decode()] = v.decode()
         return response
 
-    async def passthrough(self, request: Request) -> Response:
+    async def passthrough(self, request: Request) -> Response | Relay:
         start = time.perf_counter()
         path = request.url.path
         protocol = protocol_for_path(path, request.headers)
@@ -373,7 +373,7 @@ class Handlers:
 
     async def _forward(self, method: str, url: str, headers: dict[str, str], body: bytes | None,
                        protocol: Protocol, route: str, extra: list[tuple[bytes, bytes]],
-                       start: float, target: Target) -> Response:  # fmt: skip
+                       start: float, target: Target) -> Response | Relay:  # fmt: skip
         sent = time.perf_counter()
         try:
             upstream = await self.state.upstreams.send(method, url, headers, body)
@@ -402,7 +402,7 @@ class Handlers:
     async def _local(
         self, data: dict[str, Any], protocol: Protocol, stream: bool,
         extra: list[tuple[bytes, bytes]], route: str, start: float, soft: Any = None,
-    ) -> Response:  # fmt: skip
+    ) -> Response | Relay:  # fmt: skip
         """Answer with the embedded model (`soft`: xrag vectors for its placeholders)."""
         local = self.state.local
         check_params(data)
