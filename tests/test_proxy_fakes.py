@@ -18,12 +18,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
-from ctxzip.proxy.app import build_app
-from ctxzip.proxy.config import load_config
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from ctxzip.proxy.app import build_app
+from ctxzip.proxy.config import load_config
 
 
 def free_port() -> int:
