@@ -27,6 +27,7 @@ the real request misses the cache, the counterfactual hits, and the row shows a 
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import json
@@ -170,9 +171,11 @@ class Ledger:
 # ---- the counterfactual's cache ----------------------------------------------------------
 
 
-def prefix_marks(body: dict[str, Any], kind: str) -> tuple[list[tuple[bytes, int]], bool]:
+def prefix_marks(body: dict[str, Any], kind: str) -> tuple[list[tuple[bytes, int]], int]:
     """Fingerprints of the body's message-level prefixes with their lengths in characters,
-    and whether the provider would cache this request at all."""
+    and how many of them the provider would cache (all for OpenAI's automatic caching;
+    for Anthropic, those up to the last ``cache_control`` breakpoint, or all with
+    top-level automatic caching)."""
     if kind == "responses":
         head = [body.get("instructions"), body.get("tools")]
         items = body.get("input")
@@ -188,9 +191,10 @@ def prefix_marks(body: dict[str, Any], kind: str) -> tuple[list[tuple[bytes, int
         digest.update(block.encode("utf-8", "replace"))
         chars += len(block)
         marks.append((digest.copy().digest(), chars))
-    # Anthropic caches only where asked (a cache_control breakpoint, or top-level automatic)
-    caches = kind != "anthropic" or any('"cache_control"' in b for b in blocks)
-    return marks, caches or "cache_control" in body
+    if kind != "anthropic" or "cache_control" in body:
+        return marks, len(marks)
+    marked = [i for i, b in enumerate(blocks) if '"cache_control"' in b]
+    return marks, (marked[-1] + 1 if marked else 0)
 
 
 _KEY = secrets.token_bytes(32)  # prefixes are fingerprinted with a key that dies with us
@@ -208,13 +212,13 @@ class CacheModel:
         self.max_entries = max_entries
         self._seen: OrderedDict[bytes, float] = OrderedDict()
 
-    def observe(self, marks: list[tuple[bytes, int]], caches: bool, tokens: int,
+    def observe(self, marks: list[tuple[bytes, int]], cacheable: int, tokens: int,
                 kind: str, now: float) -> int:  # fmt: skip
         """Tokens of this prompt (`tokens` long) the cache would have served; then remember
-        its prefixes when the provider would cache them."""
+        its first `cacheable` prefixes (those the provider would cache)."""
         total = marks[-1][1] if marks else 0
         hit = 0
-        for mark, chars in reversed(marks):
+        for mark, chars in reversed(marks[:cacheable]):
             expires = self._seen.get(mark)
             if expires is not None and expires >= now:
                 hit = int(tokens * chars / total) if total else 0
@@ -223,8 +227,8 @@ class CacheModel:
             hit = 0
         elif kind != "anthropic":
             hit -= hit % OPENAI_CACHE_BLOCK
-        if caches and tokens >= MIN_CACHED_TOKENS:
-            for mark, _ in marks:
+        if cacheable and tokens * marks[cacheable - 1][1] >= MIN_CACHED_TOKENS * total:
+            for mark, _ in marks[:cacheable]:
                 self._seen[mark] = now + self.ttl_s
                 self._seen.move_to_end(mark)
             while len(self._seen) > self.max_entries:
@@ -379,10 +383,8 @@ class Recorder:
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued, then stop the writer thread."""
         if self._thread is not None:
-            try:
+            with contextlib.suppress(queue.Full):
                 self._queue.put(_STOP, timeout=timeout)
-            except queue.Full:
-                pass
             self._thread.join(timeout)
             self._thread = None
 
@@ -453,8 +455,8 @@ class Recorder:
             applied = draft.compression == "applied"
             if applied:
                 est_in += max(0, draft.tokens_before - draft.tokens_after)
-            marks, caches = prefix_marks(draft.original, tap.kind)
-            simulated = self.cache.observe(marks, caches, est_in, tap.kind, ts)
+            marks, cacheable = prefix_marks(draft.original, tap.kind)
+            simulated = self.cache.observe(marks, cacheable, est_in, tap.kind, ts)
             if applied:
                 est_read = min(est_in, max(usage.cache_read, simulated))
                 est_write = max(0, usage.cache_write - (est_read - usage.cache_read))
