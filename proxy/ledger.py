@@ -47,7 +47,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ctxzip.models import cache_dir
-from ctxzip.proxy.pricing import PriceTable, TokenSplit, cost, load_prices
+from ctxzip.proxy.pricing import PER_TOKENS, PriceTable, TokenSplit, cost, load_prices
 from ctxzip.proxy.usage import Usage, UsageTap, usage_kind
 
 log = logging.getLogger("ctxzip.proxy")
@@ -118,6 +118,12 @@ class Record:
         if price is None or not self.has_usage:
             return None
         return cost(price, self.paid_split()), cost(price, self.counterfactual_split())
+
+    def list_price_saving(self, prices: PriceTable) -> float:
+        """The naive figure: removed tokens at the uncached input price (no cache effects),
+        shown next to the estimate so the difference is visible."""
+        price = prices.lookup(self.model)
+        return self.removed * price.input / PER_TOKENS if price and self.has_usage else 0.0
 
 
 COLUMNS = tuple(f.name for f in fields(Record))

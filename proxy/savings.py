@@ -56,6 +56,7 @@ class Line:
     output_tokens: int = 0
     paid_usd: float = 0.0
     uncompressed_usd: float = 0.0
+    list_price_usd: float = 0.0  # removed tokens at list price: the naive figure
 
     @property
     def saved_usd(self) -> float:
@@ -65,7 +66,7 @@ class Line:
     def saved_pct(self) -> float:
         return 100 * self.saved_usd / self.uncompressed_usd if self.uncompressed_usd else 0.0
 
-    def add(self, record: Record, money: tuple[float, float] | None) -> None:
+    def add(self, record: Record, money: tuple[float, float] | None, naive: float) -> None:
         self.requests += 1
         self.tokens_before += record.tokens_before
         self.tokens_after += record.tokens_after
@@ -78,6 +79,7 @@ class Line:
             self.paid_usd += money[0]
             self.uncompressed_usd += money[1]
             self.losses += money[1] < money[0]
+            self.list_price_usd += naive
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "saved_usd": self.saved_usd, "saved_pct": self.saved_pct}
@@ -93,15 +95,17 @@ def summarize(records: list[Record], prices: PriceTable, by: str) -> tuple[list[
     total = Line("total")
     for record in records:
         money = record.dollars(prices)
-        groups.setdefault(_key(record, by), Line(_key(record, by))).add(record, money)
-        total.add(record, money)
+        naive = record.list_price_saving(prices)
+        groups.setdefault(_key(record, by), Line(_key(record, by))).add(record, money, naive)
+        total.add(record, money, naive)
     return sorted(groups.values(), key=lambda g: -g.saved_usd), total
 
 
 def render_table(lines: list[Line], total: Line, by: str) -> str:
-    """A plain-text table (fixed columns; fits 120 characters)."""
+    """A plain-text table; the last column prices the removed tokens at list price, the naive
+    figure that ignores the cache."""
     head = (by, "reqs", "priced", "tok before", "tok after", "prompt", "cached", "written",
-            "paid $", "uncompr. $", "saved $", "saved %", "losses")  # fmt: skip
+            "paid $", "uncompr. $", "saved $", "saved %", "losses", "list-price $")  # fmt: skip
     rows = [head]
     for line in [*lines, total]:
         rows.append((
@@ -109,7 +113,7 @@ def render_table(lines: list[Line], total: Line, by: str) -> str:
             f"{line.tokens_after:,}", f"{line.input_tokens:,}", f"{line.cache_read_tokens:,}",
             f"{line.cache_write_tokens:,}", f"{line.paid_usd:.4f}",
             f"{line.uncompressed_usd:.4f}", f"{line.saved_usd:+.4f}", f"{line.saved_pct:+.1f}",
-            str(line.losses),
+            str(line.losses), f"{line.list_price_usd:.4f}",
         ))  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
 
@@ -128,6 +132,7 @@ def write_plot(records: list[Record], prices: PriceTable, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), width_ratios=(2, 1))
@@ -152,7 +157,9 @@ def write_plot(records: list[Record], prices: PriceTable, path: Path) -> None:
     left.set_title("Net savings over time (cache effects included)")
     left.set_ylabel("US$ saved (cumulative)")
     left.legend(loc="best", fontsize="small")
-    fig.autofmt_xdate()
+    locator = mdates.AutoDateLocator()
+    left.xaxis.set_major_locator(locator)
+    left.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     names = sorted(per_method)
     totals = [per_method[n][1][-1] for n in names]
     right.bar(names, totals, color=["tab:green" if t >= 0 else "tab:red" for t in totals])
@@ -211,7 +218,8 @@ def savings_command(ledger_path: str | None, config_path: str | None, since: str
     else:
         click.echo(render_table(lines, total, by))
         click.echo(f"\n{total.requests} requests, {total.priced} priced (prices as of "
-                   f"{prices.as_of}); saved = estimated uncompressed cost - paid.")  # fmt: skip
+                   f"{prices.as_of}); saved = estimated uncompressed cost - paid, cache "
+                   "effects included; list-price = removed tokens x input price.")  # fmt: skip
     if not no_plot and records:
         write_plot(records, prices, Path(plot_path))
         if not as_json:
