@@ -47,6 +47,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ctxzip.models import cache_dir
+from ctxzip.proxy.config import ProxyConfig
 from ctxzip.proxy.pricing import PER_TOKENS, PriceTable, TokenSplit, cost, load_prices
 from ctxzip.proxy.usage import Usage, UsageTap, usage_kind
 
@@ -340,7 +341,7 @@ class Recorder:
         self._warned = False
 
     @classmethod
-    def from_config(cls, config: Any, registry: CollectorRegistry) -> Recorder:
+    def from_config(cls, config: ProxyConfig, registry: CollectorRegistry) -> Recorder:
         """The recorder for a `ProxyConfig` (its [ledger] and [pricing] sections)."""
         c = config.ledger
         return cls(c.path or None, enabled=c.enabled, max_rows=c.max_rows,

@@ -19,6 +19,7 @@ from savings_fakes import BillingUpstream
 from test_proxy_fakes import LONG_CONTEXT, make_config, run_proxy, serve
 
 from ctxzip.cli import main
+from ctxzip.proxy.config import ConfigError, load_config
 from ctxzip.proxy.ledger import CacheModel, Ledger, Record, prefix_marks
 from ctxzip.proxy.pricing import PricingError, TokenSplit, cost, load_prices
 from ctxzip.proxy.usage import UsageTap
@@ -193,6 +194,32 @@ def test_ledger_holds_no_text_or_keys(billing):
     raw = path.read_bytes() + b"".join(p.read_bytes() for p in path.parent.glob("ledger.db*"))
     assert b"sk-secret-canary-1" not in raw
     assert b"shelf" not in raw and b"archive" not in raw
+
+
+def test_ledger_off_or_unwritable_never_fails_a_request(tmp_path):
+    fake = BillingUpstream()
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a file where the ledger's folder should be
+    with serve(fake.app) as up:
+        for ledger in ({"enabled": False, "path": str(tmp_path / "off.db")},
+                       {"path": str(blocked / "ledger.db")}):  # fmt: skip
+            with run_proxy(make_config(up, ledger=ledger)) as (url, state):
+                for stream in (False, True):
+                    r = httpx.post(url + "/v1/chat/completions", json={
+                        "model": "gpt-4o", "messages": chat(), "stream": stream})  # fmt: skip
+                    assert r.status_code == 200
+                state.recorder.flush()
+    assert not (tmp_path / "off.db").exists()
+
+
+def test_ledger_config_from_environment():
+    config = load_config(None, environ={"CTXZIP_PROXY__LEDGER__MAX_ROWS": "5",
+                                        "CTXZIP_PROXY__LEDGER__PATH": "/tmp/x.db",
+                                        "CTXZIP_PROXY__PRICING__PATH": "p.toml"})  # fmt: skip
+    assert (config.ledger.max_rows, config.ledger.path, config.pricing.path) == (
+        5, "/tmp/x.db", "p.toml")  # fmt: skip
+    with pytest.raises(ConfigError):
+        load_config(None, environ={"CTXZIP_PROXY__LEDGER__MAX_ROWS": "0"})
 
 
 # ---- the report ----------------------------------------------------------------------------
