@@ -47,6 +47,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ctxzip.models import cache_dir
+from ctxzip.proxy.compression import Outcome
 from ctxzip.proxy.config import ProxyConfig
 from ctxzip.proxy.pricing import PER_TOKENS, PriceTable, TokenSplit, cost, load_prices
 from ctxzip.proxy.usage import Usage, UsageTap, usage_kind
@@ -92,9 +93,11 @@ class Record:
 
     @property
     def removed(self) -> int:
+        """Tokens compression took out (reader's tokenizer)."""
         return max(0, self.tokens_before - self.tokens_after)
 
     def paid_split(self) -> TokenSplit:
+        """The billed tokens, split the way the provider prices them."""
         return TokenSplit(
             uncached=max(0, self.input_tokens - self.cache_read_tokens - self.cache_write_tokens),
             cache_read=self.cache_read_tokens,
@@ -104,6 +107,7 @@ class Record:
         )
 
     def counterfactual_split(self) -> TokenSplit:
+        """The estimated tokens of the uncompressed request, split the same way."""
         read, write = self.est_cache_read_tokens, self.est_cache_write_tokens
         return TokenSplit(
             uncached=max(0, self.est_input_tokens - read - write),
@@ -265,6 +269,7 @@ class SavingsMetrics:
                                "full or write failed).", registry=registry)  # fmt: skip
 
     def add(self, record: Record, prices: PriceTable) -> None:
+        """Count one record in the running totals."""
         price = prices.lookup(record.model)
         labels = {"model": price.match if price else "unpriced", "method": record.method or "none"}
         self.tokens_saved.labels(**labels).inc(record.removed)
@@ -348,7 +353,7 @@ class Recorder:
                    prices=load_prices(config.pricing.path or None), registry=registry,
                    cache_ttl_s=c.cache_ttl_s)  # fmt: skip
 
-    def begin(self, route: str, protocol: str, data: dict[str, Any], outcome: Any) -> None:
+    def begin(self, route: str, protocol: str, data: dict[str, Any], outcome: Outcome) -> None:
         """Note this request's compression outcome for the response about to be relayed."""
         if not self.enabled:
             return
@@ -376,6 +381,7 @@ class Recorder:
         return Tap(self, draft, status, UsageTap(usage_kind(path, protocol), is_sse))
 
     def submit(self, item: Any) -> None:
+        """Hand a finished response to the writer thread (dropped, and counted, if full)."""
         if self._thread is None:
             with self._lock:
                 if self._thread is None:

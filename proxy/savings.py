@@ -60,13 +60,16 @@ class Line:
 
     @property
     def saved_usd(self) -> float:
+        """Estimated uncompressed cost minus paid (negative: compression cost money)."""
         return self.uncompressed_usd - self.paid_usd
 
     @property
     def saved_pct(self) -> float:
+        """`saved_usd` as a share of the estimated uncompressed cost."""
         return 100 * self.saved_usd / self.uncompressed_usd if self.uncompressed_usd else 0.0
 
     def add(self, record: Record, money: tuple[float, float] | None, naive: float) -> None:
+        """Count one request; `money` is (paid, uncompressed) or None when unpriced."""
         self.requests += 1
         self.tokens_before += record.tokens_before
         self.tokens_after += record.tokens_after
@@ -82,6 +85,7 @@ class Line:
             self.list_price_usd += naive
 
     def to_dict(self) -> dict[str, Any]:
+        """The line with its derived figures, for --json."""
         return {**asdict(self), "saved_usd": self.saved_usd, "saved_pct": self.saved_pct}
 
 
