@@ -177,7 +177,8 @@ def write_plot(records: list[Record], prices: PriceTable, path: Path) -> None:
 
 @click.command("savings")
 @click.option("--ledger", "ledger_path", type=click.Path(dir_okay=False),
-              help="The ledger file (default: the proxy config's, else the cache dir's).")  # fmt: skip
+              help="The ledger file (default: the proxy's, from --config or CTXZIP_PROXY__LEDGER__PATH, "
+              "else the cache dir's).")  # fmt: skip
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="Proxy config: its [ledger] path and [pricing] table.")  # fmt: skip
 @click.option("--since", help="Only requests since: 30m, 24h, 7d, 2w or an ISO date/time.")
@@ -193,14 +194,12 @@ def savings_command(ledger_path: str | None, config_path: str | None, since: str
                     by: str, prices_path: str | None, plot_path: str, no_plot: bool,
                     as_json: bool) -> None:  # fmt: skip
     """What compression saved, priced at the provider's cache mix (see docs/savings.md)."""
-    pricing = prices_path
-    if config_path:
-        try:
-            config = load_config(config_path)
-        except ConfigError as exc:
-            raise click.UsageError(str(exc)) from None
-        ledger_path = ledger_path or config.ledger.path or None
-        pricing = pricing or config.pricing.path or None
+    try:  # the proxy's own settings: --config, then CTXZIP_PROXY__* variables
+        config = load_config(config_path)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    ledger_path = ledger_path or config.ledger.path or None
+    pricing = prices_path or config.pricing.path or None
     path = Path(ledger_path) if ledger_path else default_ledger_path()
     if not path.is_file():
         raise click.UsageError(f"no ledger at {path} (has the proxy run with [ledger] on?)")
