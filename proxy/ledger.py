@@ -297,7 +297,8 @@ class _Draft:
     original: dict[str, Any] | None  # the body as the client sent it (kept in memory only)
 
 
-_DRAFT: contextvars.ContextVar[_Draft | None] = contextvars.ContextVar("ctxzip_ledger_draft",
+_Begun = tuple[str, str, dict[str, Any], Outcome]
+_DRAFT: contextvars.ContextVar[_Begun | None] = contextvars.ContextVar("ctxzip_ledger_draft",
                                                                        default=None)  # fmt: skip
 _STOP = object()
 
@@ -357,25 +358,28 @@ class Recorder:
         """Note this request's compression outcome for the response about to be relayed."""
         if not self.enabled:
             return
-        model = data.get("model")
-        _DRAFT.set(_Draft(
-            route=route, protocol=protocol,
-            model=model[:MAX_MODEL_CHARS] if isinstance(model, str) else "",
-            method=str(outcome.method), compression=str(outcome.status),
-            reason=str(outcome.reason or ""), tokens_before=int(outcome.tokens_in),
-            tokens_after=int(outcome.tokens_out), stream=bool(data.get("stream")),
-            original=data,
-        ))  # fmt: skip
+        _DRAFT.set((route, protocol, data, outcome))  # read at `tap`, after the body is encoded
 
     def tap(self, route: str, protocol: str, path: str, status: int,
             content_type: str) -> Tap | None:  # fmt: skip
         """A tap for the response to the request `begin` saw (or a pass-through one)."""
         if not self.enabled:
             return None
-        draft = _DRAFT.get()
+        begun = _DRAFT.get()
         _DRAFT.set(None)
-        if draft is None:
+        if begun is None:
             draft = _Draft(route, protocol, "", "", "none", "", 0, 0, False, None)
+        else:
+            route, protocol, data, outcome = begun
+            model = data.get("model")
+            draft = _Draft(
+                route=route, protocol=protocol,
+                model=model[:MAX_MODEL_CHARS] if isinstance(model, str) else "",
+                method=str(outcome.method), compression=str(outcome.status),
+                reason=str(outcome.reason or ""), tokens_before=int(outcome.tokens_in),
+                tokens_after=int(outcome.tokens_out), stream=bool(data.get("stream")),
+                original=data,
+            )  # fmt: skip
         is_sse = "text/event-stream" in content_type
         draft.stream = draft.stream or is_sse
         return Tap(self, draft, status, UsageTap(usage_kind(path, protocol), is_sse))
