@@ -140,6 +140,8 @@ class BillingUpstream:
         blocks = [body.get("tools"), body.get("system"), *body["messages"]]
         marked = [i for i, b in enumerate(blocks) if '"cache_control"' in json.dumps(b)]
         cacheable = marked[-1] + 1 if marked else 0
+        if "cache_control" in body:  # top-level: automatic caching up to the last block
+            cacheable = len(blocks)
         total, read, written = self._cache(model, blocks, cacheable)
         usage = {"input_tokens": total - read - written, "cache_read_input_tokens": read,
                  "cache_creation_input_tokens": written,

@@ -184,6 +184,28 @@ def test_anthropic_cache_write_then_read(billing):
     assert a.dollars(prices)[0] > 2 * b.dollars(prices)[0]
 
 
+def test_anthropic_automatic_caching_broken_by_compression_is_a_loss(billing):
+    """With top-level automatic caching the whole history is cached; compressing a turn
+    that first went uncompressed turns the next request's cache read into a cache write."""
+    url, state, _, path = billing
+    client = anthropic.Anthropic(base_url=url, api_key="sk-ant-canary-3", max_retries=0)
+    body = {"model": "claude-haiku-4-5", "max_tokens": 64, "system": SYSTEM,
+            "extra_body": {"cache_control": {"type": "ephemeral"}},
+            "messages": [{"role": "user", "content": NOTES + "\nWhich hall keeps shelf 9?"}]}  # fmt: skip
+    client.messages.create(**body, extra_headers={"X-Ctxzip-Disable": "true"})
+    body["messages"] += [{"role": "assistant", "content": "Hall 2."},
+                         {"role": "user", "content": "And shelf 10?"}]  # fmt: skip
+    with client.messages.stream(**body) as stream:
+        usage = stream.get_final_message().usage
+    assert usage.cache_read_input_tokens == 0 and usage.cache_creation_input_tokens > 1024
+    first, second = rows(state, path, 2)
+    assert first.cache_write_tokens > 1024 and first.compression == "disabled"
+    assert second.compression == "applied" and second.cache_write_tokens > 1024
+    assert second.est_cache_read_tokens > 1024 and second.est_cache_write_tokens == 0
+    paid, uncompressed = second.dollars(load_prices())
+    assert uncompressed < paid  # the re-write at 1.25x cost more than compression saved
+
+
 # ---- no secrets, no text ---------------------------------------------------------------------
 
 
