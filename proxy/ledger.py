@@ -39,7 +39,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -361,8 +361,9 @@ class Recorder:
         _DRAFT.set((route, protocol, data, outcome))  # read at `tap`, after the body is encoded
 
     def tap(self, route: str, protocol: str, path: str, status: int,
-            content_type: str) -> Tap | None:  # fmt: skip
-        """A tap for the response to the request `begin` saw (or a pass-through one)."""
+            headers: Mapping[str, str]) -> Tap | None:  # fmt: skip
+        """A tap for the response (its `headers`) to the request `begin` saw, or to a
+        pass-through one."""
         if not self.enabled:
             return None
         begun = _DRAFT.get()
@@ -380,9 +381,10 @@ class Recorder:
                 tokens_after=int(outcome.tokens_out), stream=bool(data.get("stream")),
                 original=data,
             )  # fmt: skip
-        is_sse = "text/event-stream" in content_type
+        is_sse = "text/event-stream" in headers.get("content-type", "")
         draft.stream = draft.stream or is_sse
-        return Tap(self, draft, status, UsageTap(usage_kind(path, protocol), is_sse))
+        usage = UsageTap(usage_kind(path, protocol), is_sse, headers.get("content-encoding", ""))
+        return Tap(self, draft, status, usage)
 
     def submit(self, item: Any) -> None:
         """Hand a finished response to the writer thread (dropped, and counted, if full)."""

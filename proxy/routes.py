@@ -388,7 +388,7 @@ class Handlers:
         status = upstream.status
         content_type = upstream.headers.get("content-type", "")
         metrics = self.metrics
-        tap = self.state.recorder.tap(route, protocol, url, status, content_type)
+        tap = self.state.recorder.tap(route, protocol, url, status, upstream.headers)
 
         def on_close(result: str) -> None:
             if tap is not None:

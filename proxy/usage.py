@@ -4,6 +4,9 @@
 keeps only what can carry usage (a JSON body up to a cap; of server-sent events, only
 those that mention ``"usage"``, each under a cap), so the relay is never delayed and
 memory stays bounded. Parsing happens later, off the event loop (`UsageTap.usage`).
+Compressed responses (the proxy relays bytes as the upstream sent them, and clients ask
+for gzip) are decoded on the way in: gzip and deflate always, zstd when `zstandard` is
+installed; other encodings leave the row without usage.
 
 The figures are normalised to one shape, `Usage`, whose `input` is the whole prompt:
 
@@ -21,7 +24,9 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -144,6 +149,39 @@ def _tail_usage(text: str) -> dict[str, Any] | None:
     return None
 
 
+Decoder = Callable[[bytes], list[bytes]]
+
+
+def _identity(chunk: bytes) -> list[bytes]:
+    return [chunk]
+
+
+def _decoder(encoding: str) -> Decoder | None:
+    """A chunk decoder for a Content-Encoding, or None when it cannot be read."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return _identity
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        inflate = zlib.decompressobj(47)  # gzip or zlib framing, detected from the header
+
+        def gunzip(chunk: bytes) -> list[bytes]:
+            out = []
+            while chunk:  # in bounded pieces, however far the chunk expands
+                out.append(inflate.decompress(chunk, MAX_EVENT_BYTES))
+                chunk = inflate.unconsumed_tail
+            return out
+
+        return gunzip
+    if encoding == "zstd":
+        try:
+            import zstandard
+        except ImportError:
+            return None
+        unzstd = zstandard.ZstdDecompressor().decompressobj()
+        return lambda chunk: [unzstd.decompress(chunk)]
+    return None
+
+
 class UsageTap:
     """Watches relayed chunks and keeps, within fixed bounds, what carries usage.
 
@@ -151,9 +189,10 @@ class UsageTap:
     was kept and is meant for a worker thread.
     """
 
-    def __init__(self, kind: UsageKind, is_sse: bool) -> None:
+    def __init__(self, kind: UsageKind, is_sse: bool, encoding: str = "") -> None:
         self.kind = kind
         self.is_sse = is_sse
+        self._decode = _decoder(encoding)
         self._buf = bytearray()
         self._scanned = 0
         self._skipping = False  # inside an over-long event: drop until its end
@@ -163,13 +202,17 @@ class UsageTap:
 
     def feed(self, chunk: bytes) -> None:
         """Look at one relayed chunk (cheap: byte searches, no parsing)."""
+        if self._decode is None:
+            return  # an encoding we cannot read
         try:
-            if self.is_sse:
-                self._feed_sse(chunk)
-            else:
-                self._feed_json(chunk)
+            for piece in self._decode(chunk):
+                if self.is_sse:
+                    self._feed_sse(piece)
+                else:
+                    self._feed_json(piece)
         except Exception:  # a tap must never break the relay
             self._buf.clear()
+            self._decode = None
 
     def _feed_json(self, chunk: bytes) -> None:
         self._buf += chunk

@@ -13,6 +13,8 @@ import json
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -32,7 +34,8 @@ class BillingUpstream:
     def __init__(self) -> None:
         self.seen: dict[str, list[list[str]]] = {}
         self.bodies: list[dict[str, Any]] = []
-        self.app = Starlette(routes=[
+        # gzip, as the real APIs answer clients that accept it (the proxy relays it as is)
+        self.app = Starlette(middleware=[Middleware(GZipMiddleware, minimum_size=200)], routes=[
             Route("/v1/chat/completions", self.chat, methods=["POST"]),
             Route("/v1/responses", self.responses, methods=["POST"]),
             Route("/v1/messages", self.messages, methods=["POST"]),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from pathlib import Path
 
 import anthropic
@@ -69,7 +70,9 @@ def chat(question: str = "Which hall keeps shelf 9?") -> list[dict]:
 def test_openai_usage_recorded_uncached_then_cached(billing):
     url, state, _, path = billing
     client = oai(url)
-    first = client.chat.completions.create(model="gpt-4o", messages=chat())
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=chat())
+    assert raw.headers["content-encoding"] == "gzip"  # relayed compressed: the tap decodes it
+    first = raw.parse()
     second = client.chat.completions.create(model="gpt-4o", messages=chat())
     assert first.usage.prompt_tokens_details.cached_tokens == 0
     assert second.usage.prompt_tokens_details.cached_tokens > 1024  # same compressed prompt
@@ -297,6 +300,30 @@ def test_tap_reads_usage_fed_byte_by_byte_and_stays_bounded():
     assert len(whole._buf) <= 4 * 1024 * 1024
     assert (whole.usage().input, whole.usage().cache_read) == (13, 4)
     assert UsageTap("openai", is_sse=False).usage() is None
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "zstd", "br"])
+def test_tap_decodes_compressed_responses(encoding):
+    body = json.dumps({"id": "x", "content": "z" * 100_000, "usage": {
+        "prompt_tokens": 70, "completion_tokens": 2}}).encode()  # fmt: skip
+    if encoding == "gzip":
+        packed = zlib.compressobj(9, zlib.DEFLATED, 31)
+        data = packed.compress(body) + packed.flush()
+    elif encoding == "deflate":
+        data = zlib.compress(body)
+    elif encoding == "zstd":
+        zstandard = pytest.importorskip("zstandard")
+        data = zstandard.ZstdCompressor().compress(body)
+    else:
+        data = b"\x0b\x02\x80not really brotli"
+    tap = UsageTap("openai", is_sse=False, encoding=encoding)
+    for i in range(0, len(data), 100):
+        tap.feed(data[i : i + 100])
+    usage = tap.usage()
+    if encoding == "br":  # not readable here: no usage, and no error either
+        assert usage is None
+    else:
+        assert (usage.input, usage.output) == (70, 2)
 
 
 def test_ledger_rotates(tmp_path):
