@@ -166,6 +166,23 @@ class ImagesConfig:
 
 
 @dataclass
+class LedgerConfig:
+    """The savings ledger (see ctxzip.proxy.ledger); `path` "" means the cache dir's."""
+
+    enabled: bool = True
+    path: str = ""  # default: $CTXZIP_CACHE_DIR/ledger.sqlite3 (~/.cache/ctxzip)
+    max_rows: int = 1_000_000  # past this, the oldest rows are dropped
+    cache_ttl_s: float = 300.0  # prompt-cache lifetime assumed by the savings estimate
+
+
+@dataclass
+class PricingConfig:
+    """A TOML/YAML price table overriding the shipped one (ctxzip/proxy/prices.toml)."""
+
+    path: str = ""
+
+
+@dataclass
 class ProxyConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     upstreams: dict[str, UpstreamConfig] = field(default_factory=dict)
@@ -177,6 +194,8 @@ class ProxyConfig:
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    pricing: PricingConfig = field(default_factory=PricingConfig)
 
     def validate(self) -> ProxyConfig:
         """Check cross-field rules; raise ConfigError with one clear line."""
@@ -206,6 +225,8 @@ class ProxyConfig:
         if self.limits.max_body_bytes < 1024:
             raise ConfigError("limits.max_body_bytes must be at least 1024")
         self.images.check()
+        if self.ledger.max_rows < 1 or self.ledger.cache_ttl_s < 0:
+            raise ConfigError("ledger.max_rows must be >= 1 and ledger.cache_ttl_s >= 0")
         if self.timeouts.retries < 0 or self.timeouts.retries > 10:
             raise ConfigError("timeouts.retries must be between 0 and 10")
         self.server.forward_headers = [h.lower() for h in self.server.forward_headers]

@@ -16,6 +16,7 @@ from ctxzip.proxy.compression import CompressionFailed, CompressionService, Outc
 from ctxzip.proxy.config import ProxyConfig
 from ctxzip.proxy.errors import Protocol, ProxyError, error_body, protocol_for_path
 from ctxzip.proxy.images import ImageBudgetOutcome, aapply_images
+from ctxzip.proxy.ledger import Recorder
 from ctxzip.proxy.local_upstream import LocalModel, check_params
 from ctxzip.proxy.metrics import Metrics
 from ctxzip.proxy.soft_tokens import SoftTokens
@@ -46,6 +47,7 @@ class State:
                                timeout_s=c.timeout_s)  # fmt: skip
         self.ready = False
         self.ready_error: str | None = None
+        self.recorder = Recorder.from_config(config, self.metrics.registry)  # savings ledger
 
     @property
     def needs_local(self) -> bool:
@@ -67,6 +69,7 @@ class State:
     async def close(self) -> None:
         await self.service.close()
         await self.upstreams.close()
+        await asyncio.to_thread(self.recorder.close)
 
 
 def error_response(protocol: Protocol, error: ProxyError) -> Response:
@@ -298,6 +301,7 @@ class Handlers:
                 data, raw = images.body, b""  # re-encoded below
             target = self.state.upstreams.pick(route, data.get("model"))
             outcome = await self._compress(data, protocol, route, overrides, size, target is None)
+            self.state.recorder.begin(route, protocol, data, outcome)
             if not raw and outcome.body is None:
                 outcome.body = data
             body = self._encode(outcome, raw)
@@ -384,8 +388,11 @@ class Handlers:
         status = upstream.status
         content_type = upstream.headers.get("content-type", "")
         metrics = self.metrics
+        tap = self.state.recorder.tap(route, protocol, url, status, upstream.headers)
 
         def on_close(result: str) -> None:
+            if tap is not None:
+                tap.finish(result)
             if result != "ok":
                 metrics.fail(result)
             metrics.requests.labels(route=route, status=str(status)).inc()
@@ -395,8 +402,10 @@ class Handlers:
         async def aclose() -> None:
             upstream.close()  # read to the end: already back in the pool; else the link is cut
 
-        return Relay(status, response_headers(upstream) + extra, upstream.content.iter_any(),
-                     protocol=protocol, is_sse="text/event-stream" in content_type,
+        chunks = upstream.content.iter_any()
+        return Relay(status, response_headers(upstream) + extra,
+                     tap.wrap(chunks) if tap else chunks, protocol=protocol,
+                     is_sse="text/event-stream" in content_type,
                      aclose=aclose, on_close=on_close)  # fmt: skip
 
     async def _local(
