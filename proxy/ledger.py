@@ -146,7 +146,10 @@ class Ledger:
         if not self.path.exists():  # usage data is private: owner-only from the start
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         self.db = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        # switching to WAL needs the file to itself: only the first opener does it
+        # (a reader opening the ledger while the proxy writes would otherwise get "locked")
+        if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            self.db.execute("PRAGMA journal_mode=WAL")
         cols = ", ".join(f"{c} {_TYPES.get(c, 'INTEGER')} NOT NULL" for c in COLUMNS)
         with self.db:
             self.db.execute(f"CREATE TABLE IF NOT EXISTS requests "
