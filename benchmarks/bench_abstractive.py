@@ -24,14 +24,15 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from ctxzip.budget import Budget
+from ctxzip.evals.datasets import bundled_path
+from ctxzip.models import SMOLLM, load_tokenizer
 from ctxzip.registry import get_compressor
 from ctxzip.result import CompressionRequest
 
-DATA = Path(__file__).resolve().parents[1] / "evals" / "data" / "pyref_qa.jsonl"
+DATA = bundled_path("pyref")
 
 
 def normalize(text: str) -> str:
@@ -56,10 +57,8 @@ def tiny_t5() -> str:
     import torch
     from transformers import T5Config, T5ForConditionalGeneration
 
-    from ctxzip.models import load_tokenizer
-
     folder = tempfile.mkdtemp(prefix="tiny-t5-")
-    tok = load_tokenizer("HuggingFaceTB/SmolLM2-135M-Instruct")
+    tok = load_tokenizer(SMOLLM)
     config = T5Config(
         vocab_size=len(tok),
         d_model=64,

@@ -38,22 +38,22 @@ warnings.filterwarnings("ignore")
 from pydoc_data.topics import topics  # noqa: E402
 
 import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from ctxzip import Budget  # noqa: E402
 from ctxzip.compressors.extractive import (  # noqa: E402
     DEFAULT_THRESHOLD,
     ExtractiveCompressor,
     bm25_scores,
 )
-from tqdm import tqdm  # noqa: E402
-
-from ctxzip import Budget  # noqa: E402
-from ctxzip.models import resolve_model  # noqa: E402
+from ctxzip.models import MINILM, resolve_model  # noqa: E402
 from ctxzip.tokens import count_tokens  # noqa: E402
 from ctxzip.units import split_sentences  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 QA = ROOT / "tests" / "data" / "pyref_extractive_qa.jsonl"
 UNRELATED = Path(__file__).parent / "data" / "unrelated_queries.txt"
-MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+MODEL = MINILM
 
 
 def norm(text: str) -> str:

@@ -55,7 +55,6 @@ def real_corpus(n: int) -> list[str]:
     import pydoc_data.topics as topics
 
     from ctxzip.retrievers.chunking import chunk_text
-
     from ctxzip.tokens import get_tokenizer
 
     texts = list(topics.topics.values())
@@ -148,10 +147,11 @@ def bench_ctxzip(
 
 
 def bench_langchain(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, k: int) -> dict:
-    from ctxzip.retrievers import SentenceTransformerEmbedder
-    from ctxzip.retrievers.langchain import EmbedderEmbeddings
     from langchain_community.vectorstores import FAISS
     from langchain_community.vectorstores.utils import DistanceStrategy
+
+    from ctxzip.retrievers import SentenceTransformerEmbedder
+    from ctxzip.retrievers.langchain import EmbedderEmbeddings
 
     pairs = [(f"doc {i}", v.tolist()) for i, v in enumerate(base)]
     with Clock() as build:
@@ -280,6 +280,7 @@ def _docstore_child(variant: str, rows: int, dim: int = 384) -> None:
     import sqlite3
 
     import psutil
+
     from ctxzip.retrievers.docstore import CACHE_MB, DocStore
 
     proc = psutil.Process()

@@ -50,7 +50,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 warnings.filterwarnings("ignore")
 
 import numpy as np  # noqa: E402
-from ctxzip.compressors.token_classification.compressor import (  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from ctxzip import Budget  # noqa: E402
+from ctxzip.compressors.token_classification import (  # noqa: E402
     TokenClassificationCompressor,
     load_token_classifier,
 )
@@ -60,9 +63,6 @@ from ctxzip.compressors.token_classification.words import (  # noqa: E402
     space_mask,
     word_rule,
 )
-from tqdm import tqdm  # noqa: E402
-
-from ctxzip import Budget  # noqa: E402
 from ctxzip.protect import Protect  # noqa: E402
 from ctxzip.spans import join_spans, overlapping  # noqa: E402
 from ctxzip.tokens import count_tokens, get_tokenizer  # noqa: E402

@@ -30,17 +30,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np
 from bench_token_classification import READER, _kept_words, build_text
-from ctxzip.compressors.token_classification.compressor import (
-    TokenClassificationCompressor,
-    calibration_feeds,
-)
+from tqdm import tqdm
+
+from ctxzip import Budget
+from ctxzip.compressors.token_classification import TokenClassificationCompressor
+from ctxzip.compressors.token_classification.model import calibration_feeds
 from ctxzip.compressors.token_classification.onnx import (
     OnnxTokenClassifier,
     _quantise,
 )
-from tqdm import tqdm
-
-from ctxzip import Budget
 from ctxzip.protect import Protect
 
 RATES = (0.33, 0.5)

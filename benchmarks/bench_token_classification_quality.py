@@ -32,20 +32,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 warnings.filterwarnings("ignore")
 
 import numpy as np  # noqa: E402
-from ctxzip.compressors.token_classification.compressor import (  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from ctxzip import Budget  # noqa: E402
+from ctxzip.compressors.token_classification import (  # noqa: E402
     BASE_MODEL,
     TokenClassificationCompressor,
-    word_costs,
 )
-from ctxzip.compressors.token_classification.words import codepoints  # noqa: E402
+from ctxzip.compressors.token_classification.costs import word_costs  # noqa: E402
 from ctxzip.compressors.token_classification.train import (  # noqa: E402
     cached_teacher_scores,
     student_words,
 )
+from ctxzip.compressors.token_classification.words import codepoints  # noqa: E402
 from ctxzip.evals.metrics import answer_retained  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from ctxzip import Budget  # noqa: E402
 from ctxzip.models import load_tokenizer  # noqa: E402
 from ctxzip.spans import join_spans  # noqa: E402
 from ctxzip.tokens import get_tokenizer  # noqa: E402

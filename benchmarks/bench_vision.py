@@ -28,13 +28,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 import torch.nn.functional as F
-from ctxzip.compressors.vision.backbone import converted_folder, preprocess
-from ctxzip.compressors.vision.merge import VisionMergeCompressor
-from ctxzip.compressors.vision.select import VisionSelectCompressor
-from ctxzip.compressors.vision.tokens import weighted_mean
 from tqdm import tqdm
 
 from ctxzip.budget import Budget
+from ctxzip.compressors.vision.backbone import converted_folder, preprocess
+from ctxzip.compressors.vision.llava import LlavaVisionCompression, build_test_llava
+from ctxzip.compressors.vision.merge import VisionMergeCompressor, plan_for
+from ctxzip.compressors.vision.select import VisionSelectCompressor
+from ctxzip.compressors.vision.tokens import weighted_mean
 
 RATES = (0.75, 0.5, 0.25, 0.1)
 SCHEDULES = ("constant", "delayed", "decreasing", "front")
@@ -104,8 +105,6 @@ def knn_accuracy(embeddings: torch.Tensor, labels: list[str]) -> float:
 def compute_ratio(setting: tuple[str, str, float], n_tokens: int = 257) -> float:
     """Encoder multiply-adds of the unmodified run over this setting's (ViT-S: C=384, 12 layers,
     MLP 4C; attention runs on a layer's input tokens, the MLP on the merged ones)."""
-    from ctxzip.compressors.vision.merge import plan_for
-
     c, layers = 384, 12
 
     def attn(n: int) -> float:
@@ -254,8 +253,6 @@ def main() -> None:
 
 def llava_prefill_lengths() -> str:
     """LM prefill length of the small LLaVA (real ViT-S tower) per kept fraction."""
-    from ctxzip.compressors.vision.llava import LlavaVisionCompression, build_test_llava
-
     model = build_test_llava(real_vision=False)
     pixels = torch.zeros(1, 3, 224, 224)
     ids = torch.cat(

@@ -26,6 +26,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
+
 from ctxzip.compressors.vision.reader.model import easy_vqa_records
 from ctxzip.evals import metrics
 from ctxzip.evals.run import run_eval

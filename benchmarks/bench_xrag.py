@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from ctxzip.compressors.xrag.compressor import XragCompressor, soft_tokens
 from ctxzip.compressors.xrag.inject import PLACEHOLDER, chat_prompt, encode_with_slots, prepare
 from ctxzip.compressors.xrag.projector import SHIPPED

@@ -25,7 +25,7 @@ import numpy as np
 import regex
 
 from ctxzip.compressor import BaseCompressor, Compressed
-from ctxzip.encoder import DEFAULT_ENCODER, SentenceEncoder, get_encoder
+from ctxzip.encoder import DEFAULT_ENCODER, get_encoder
 from ctxzip.models import load_cross_encoder
 from ctxzip.protect import NO_PROTECT, Protect
 from ctxzip.result import CompressionRequest, Span
@@ -180,10 +180,12 @@ class ExtractiveCompressor(BaseCompressor):
         dropped: list[int] = []
         live = [i for i, c in enumerate(request.contexts) if c.strip()]
         scores = np.zeros(0)
-        if self.coarse is not None and request.query and len(live) > 1:
+        coarse = self.coarse
+        if coarse is not None and request.query and len(live) > 1:
             scores = bm25_scores(request.query, [request.contexts[i] for i in live])
-        if scores.size and scores.max() > 0:  # no shared term at all: nothing to rank by
-            allowance = self.coarse * budget
+        # scores stay empty without a coarse pass; all zero means no shared term to rank by
+        if coarse is not None and scores.size and scores.max() > 0:
+            allowance = coarse * budget
             held = 0
             keep = set()
             for rank, j in enumerate(np.argsort(-scores, kind="stable")):
@@ -231,12 +233,12 @@ class ExtractiveCompressor(BaseCompressor):
             best = float(sims.max())
             extra["best_score"] = round(best, 4)
             if self.threshold is not None and best < self.threshold:
-                reason = (
+                skip_reason = (
                     f"selective augmentation: best sentence similarity {best:.3f} is below "
                     f"threshold {self.threshold:g}; no context sent"
                 )
                 extra["skipped"] = True
-                return Compressed(kept=[[] for _ in range(n_ctx)], reason=reason, extra=extra)
+                return Compressed(kept=[[] for _ in range(n_ctx)], reason=skip_reason, extra=extra)
             scores = sims.astype(np.float64)
             if self.cross_encoder_id and request.query:
                 scores = self._rerank(request.query, pieces, scores, extra)
@@ -247,7 +249,7 @@ class ExtractiveCompressor(BaseCompressor):
         chosen, excluded = self._fill(pieces, emb, budget)
         kept, texts = self._fit(request, pieces, chosen, excluded, budget)
         extra["selected"] = sum(len(k) for k in kept)
-        reason = None
+        reason: str | None = None
         if budget == 0:
             reason = "budget too small for any sentence"
         elif not any(kept):

@@ -19,20 +19,21 @@ Long contexts are scored in overlapping windows so every token sees at least
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ctxzip.compressor import BaseCompressor, Compressed
 from ctxzip.errors import InputError
-from ctxzip.models import load_causal_lm
+from ctxzip.models import SMOLLM, load_causal_lm
 from ctxzip.protect import NO_PROTECT, Protect
 from ctxzip.result import CompressionRequest, Span
 from ctxzip.spans import join_spans
 from ctxzip.tokens import DEFAULT_TOKENIZER
 from ctxzip.units import Unit, split_sentences, split_words
 
-DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEFAULT_MODEL = SMOLLM
 UNITS = ("word", "phrase", "sentence")
 
 # Function words start a new phrase: "the cat sat | on the mat | because ...".
@@ -53,7 +54,9 @@ def as_protect(value: Protect | Mapping[str, Any] | None) -> Protect:
     if isinstance(value, Protect):
         return value
     if isinstance(value, Mapping):
-        fields = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in value.items()}
+        fields: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in value.items()
+        }
         return Protect(**fields)
     raise TypeError(f"protect must be a Protect or a dict, got {type(value).__name__}")
 
@@ -373,8 +376,6 @@ def _unit_scores(
     units: list[Unit], offsets: list[Span], values: list[float], text: str
 ) -> list[float]:
     """Total surprisal (nats) per unit; a token belongs to the unit holding its first non-space char."""
-    import bisect
-
     starts = [u.start for u in units]
     token_starts = [a for a, _ in offsets]
     sums = [0.0] * len(units)

@@ -92,7 +92,8 @@ class ChatClient:
                     time.sleep(self.backoff * 2**attempt)
                     continue
                 raise CtxzipError(
-                    f"chat endpoint {self.base_url} failed: {type(exc).__name__}"
+                    f"chat endpoint {self.base_url} unreachable: the request failed "
+                    f"({type(exc).__name__})"
                 ) from None
             seconds = time.perf_counter() - start
             if response.status_code in RETRYABLE and attempt < self.retries:

@@ -42,6 +42,11 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
         "Run the OpenAI/Anthropic-compatible proxy.",
         "proxy",
     ),
+    "savings": (
+        "ctxzip.proxy.savings:savings_command",
+        "What compression saved, priced at the provider's cache mix.",
+        "proxy",
+    ),
     "eval": (
         "ctxzip.evals.cli:eval_command",
         "Measure answer quality against compression.",

@@ -19,11 +19,11 @@ import json
 import random
 import re
 import sys
-from pathlib import Path
 
+from ctxzip.evals.datasets import bundled_path
 from ctxzip.evals.metrics import answer_retained, normalize_answer
 
-DATA = Path(__file__).parent / "data"
+DATA = bundled_path("pyref").parent
 SOURCE = "CPython 3.11.7 pydoc_data.topics (Python reference), PSF License Version 2"
 MIN_WORDS, MAX_WORDS = 45, 220
 N_DISTRACTORS = 3

@@ -8,7 +8,9 @@ from typing import Any
 
 import click
 
+from ctxzip.cli import parse_options
 from ctxzip.distributed import engine_options
+from ctxzip.evals.run import run_eval
 
 DEMO_LIMIT = 12
 DEMO_RATES = (0.33, 0.1)
@@ -38,8 +40,6 @@ def _load_config(path: str) -> dict[str, Any]:
 
 
 def _method_options(pairs: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    from ctxzip.cli import parse_options
-
     out: dict[str, dict[str, Any]] = {}
     for pair in pairs:
         method, dot, rest = pair.partition(".")
@@ -144,8 +144,6 @@ def _method_options(pairs: tuple[str, ...]) -> dict[str, dict[str, Any]]:
 def eval_command(ctx: click.Context, **kw: Any) -> None:
     """Compress a QA set with each method at each rate, ask a reader, score, plot."""
     settings = _settings(ctx, kw)
-    from ctxzip.evals.run import run_eval
-
     result = run_eval(settings, progress=not settings.pop("no_progress", False), echo=click.echo)
     click.echo(result["table_text"])
     click.echo(f"table: {result['paths']['table']}")

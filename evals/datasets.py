@@ -16,46 +16,19 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ctxzip.compressors.vision.reader.model import easy_vqa_records
 from ctxzip.errors import InputError
+from ctxzip.evals.generate import generate, parse_generator_spec
+from ctxzip.evals.items import QAItem
 
 BUNDLED = {
     "pyref": "pyref_qa.jsonl",
 }
 """Bundled data sets by name (files in ctxzip.evals.data)."""
-
-
-@dataclass
-class QAItem:
-    """One question with its gold answers and the passages a reader gets."""
-
-    id: str
-    question: str
-    answers: list[str]
-    contexts: list[str] = field(default_factory=list)
-    gold_index: int | None = None
-    gold_doc_ids: list[str] = field(default_factory=list)
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """FlashRAG-compatible JSON form."""
-        out: dict[str, Any] = {
-            "id": self.id,
-            "question": self.question,
-            "golden_answers": self.answers,
-            "contexts": self.contexts,
-        }
-        if self.gold_index is not None:
-            out["gold_index"] = self.gold_index
-        if self.gold_doc_ids:
-            out["gold_doc_ids"] = self.gold_doc_ids
-        if self.metadata:
-            out["metadata"] = self.metadata
-        return out
 
 
 def _context_text(ctx: Any) -> str:
@@ -181,7 +154,7 @@ def load_file(path: str | Path) -> list[QAItem]:
 def load_hf(name: str, split: str = "validation", config: str | None = None) -> list[QAItem]:
     """Items from a Hugging Face `datasets` data set (needs the package and a local cache)."""
     try:
-        import datasets  # type: ignore[import-not-found]
+        import datasets
     except ImportError:
         raise InputError(
             f"hf:{name} needs the `datasets` package (pip install datasets) and a local copy"
@@ -206,8 +179,6 @@ IMAGE_KEY = "image"
 def load_easy_vqa(split: str = "test") -> list[QAItem]:
     """easy-vqa's shape/colour questions; the context is the image file, which only the
     vision methods' image reader can read (see `ctxzip.compressors.vision.reader.model`)."""
-    from ctxzip.compressors.vision.reader.model import easy_vqa_records
-
     return [
         QAItem(r.id, r.question, [r.answer], [r.image], metadata={IMAGE_KEY: r.image})
         for r in easy_vqa_records(split)
@@ -220,8 +191,6 @@ def load_dataset(spec: str, *, seed: int = 0, **generator_options: Any) -> list[
     if spec in BUNDLED:
         return load_file(bundled_path(spec))
     if spec == "synthetic" or spec.startswith("synthetic:"):
-        from ctxzip.evals.generate import generate, parse_generator_spec
-
         options = {**parse_generator_spec(spec), **generator_options}
         options.setdefault("seed", seed)
         return generate(**options)
@@ -266,6 +235,8 @@ def attach_retrieved(
     ids = list(corpus)
     k = min(top_k, len(ids))
     if retriever == "store":
+        # Imported here, not above: the store needs the `store` extra (faiss), which an
+        # eval on contexts that ship with the data set (pyref, synthetic, files) does not.
         from ctxzip.retrievers import FaissStore
 
         store = FaissStore()

@@ -13,9 +13,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from ctxzip.evals.datasets import QAItem
-
 from ctxzip.errors import InputError
+from ctxzip.evals.items import QAItem
 
 _SYL = [
     "ar",
@@ -140,7 +139,7 @@ def generate(
         kind = rng.choice(sorted(_KINDS))
         suffix = rng.choice(_KINDS[kind])
         used: set[str] = set()
-        entities = []
+        entities: list[str] = []
         while len(entities) < n_docs:
             e = f"{_name(rng)} {suffix}"
             if e not in used:

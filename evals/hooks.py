@@ -5,8 +5,10 @@ floats, not bools) is kept per item (`items.jsonl`, key ``extra``) and averaged 
 condition (`summary.json`, `summary.csv` as ``x_<key>``, and a table in `table.md`).
 Nothing to register: put the number in `extra`.
 
-Reading itself: a method whose compressed context is not text a reader can take (xRAG's
-soft tokens: one embedding per document) implements ``eval_answers``. The sweep then
+Reading itself: a method whose compressed context is not text a reader can take declares
+so with its class attribute ``kind`` (`ctxzip.compressor.Compressor`: "soft-token" for
+xRAG's one embedding per document, "vision" for reduced visual tokens) and implements
+``eval_answers``. The sweep reads ``kind`` and nothing else to decide; it then
 hands it the requests and the local reader, and the method compresses and answers in one
 go, through the reader's own model with the reader's fixed prompt
 (``reader.prompt(question, context)``, ``reader.model``, ``reader.hf_tokenizer``,
@@ -29,7 +31,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from ctxzip.errors import InputError
+from ctxzip.registry import compressor_class
 from ctxzip.result import CompressionRequest, CompressionResult
+
+TEXT_KINDS = ("text", "soft-token")
+"""Kinds a text QA sweep runs: compressed text, or soft tokens read through the reader's
+model. Both count budgets in the reader's tokenizer (they take `tokenizer`)."""
+SELF_READING_KINDS = ("soft-token", "vision")
+"""Kinds whose output no text reader takes: they answer through `eval_answers`."""
 
 
 @runtime_checkable
@@ -41,15 +51,20 @@ class ReadsItself(Protocol):
     ) -> Sequence[tuple[CompressionResult, Mapping[str, Any]]]: ...
 
 
-def reads_itself(method: str) -> bool:
-    """Whether a registered method implements `eval_answers` (imports its module only)."""
-    from ctxzip.registry import compressor_class
+def method_kind(method: str) -> str:
+    """The kind a registered method (or `module:attr` reference) declares: its class's `kind`."""
+    kind = getattr(compressor_class(method), "kind", None)
+    if not isinstance(kind, str):
+        raise InputError(
+            f"compressor {method!r} declares no kind (class attribute `kind`: "
+            f"text, soft-token, vision or image)"
+        )
+    return kind
 
-    try:
-        cls = compressor_class(method)
-    except Exception:
-        return False
-    return callable(getattr(cls, "eval_answers", None))
+
+def reads_itself(method: str) -> bool:
+    """Whether a method's kind answers through the reader's model (imports its module only)."""
+    return method_kind(method) in SELF_READING_KINDS
 
 
 def numeric_extra(extra: Mapping[str, Any]) -> dict[str, float]:

@@ -21,22 +21,23 @@ see `ctxzip.evals.hooks`.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ctxzip.chat_client import ChatClient
 from ctxzip.compressors.reader_prompt import (  # the one reader prompt
     SYSTEM_PROMPT,
     clean_answer,
     messages_for,
 )
+from ctxzip.errors import InputError
+from ctxzip.models import SMOLLM, load_causal_lm
+from ctxzip.tokens import encoding_for_model
 
-from ctxzip.errors import CtxzipError, InputError
-
-DEFAULT_LOCAL_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEFAULT_LOCAL_MODEL = SMOLLM
 
 
 @dataclass
@@ -74,8 +75,6 @@ class LocalReader:
         max_input_tokens: int = 2048,
         device: str = "auto",
     ) -> None:
-        from ctxzip.models import load_causal_lm
-
         self.model_id = model
         self.name = f"hf:{model}"
         self.tokenizer = model
@@ -172,9 +171,9 @@ class LocalReader:
 class OpenAIReader:
     """Any OpenAI-compatible `/chat/completions` endpoint (a hosted model or the ctxzip proxy).
 
-    The key comes from the environment variable `api_key_env` and is never logged or
-    written to the run folder. Requests run `concurrency` at a time, with retries on
-    429 and 5xx.
+    Requests go through `ctxzip.chat_client.ChatClient`, `concurrency` at a time, with
+    retries on connection errors, 429 and 5xx. The key comes from the environment
+    variable `api_key_env` and is never logged or written to the run folder.
     """
 
     def __init__(
@@ -189,69 +188,47 @@ class OpenAIReader:
         retries: int = 3,
         tokenizer: str | None = None,
     ) -> None:
-        import httpx
-
-        from ctxzip.tokens import encoding_for_model
-
         self.model = model
-        self.base_url = base_url.rstrip("/")
+        self.client = ChatClient(
+            base_url,
+            api_key_env=api_key_env,
+            timeout=timeout,
+            max_connections=concurrency,
+            retries=retries,
+            backoff=1.0,
+        )
+        self.base_url = self.client.base_url
         self.name = f"openai:{model}@{self.base_url}"
         self.tokenizer = tokenizer or (model if encoding_for_model(model) else "gpt-4o")
         self.max_new_tokens = max_new_tokens
         self.concurrency = concurrency
-        self.retries = retries
-        headers = {"content-type": "application/json"}
-        key = os.environ.get(api_key_env)
-        if key:
-            headers["authorization"] = f"Bearer {key}"
-        self._client = httpx.Client(timeout=timeout, headers=headers)
+
+    @property
+    def retries(self) -> int:
+        return self.client.retries
+
+    @retries.setter
+    def retries(self, value: int) -> None:
+        self.client.retries = value
 
     def config(self) -> dict[str, Any]:
         return {"reader": self.name, "max_new_tokens": self.max_new_tokens, "system": SYSTEM_PROMPT}
 
-    def _one(self, question: str, context: str) -> Answer:
-        import httpx
+    def close(self) -> None:
+        self.client.close()
 
-        body = {
-            "model": self.model,
-            "messages": messages_for(question, context),
-            "temperature": 0,
-            "max_tokens": self.max_new_tokens,
-        }
-        delay = 1.0
-        for attempt in range(self.retries + 1):
-            t0 = time.perf_counter()
-            try:
-                resp = self._client.post(f"{self.base_url}/chat/completions", json=body)
-            except httpx.HTTPError as exc:
-                if attempt == self.retries:
-                    raise CtxzipError(f"reader {self.base_url} unreachable: {exc}") from None
-                time.sleep(delay)
-                delay *= 2
-                continue
-            seconds = time.perf_counter() - t0
-            retryable = resp.status_code == 429 or resp.status_code >= 500
-            if retryable and attempt < self.retries:
-                time.sleep(delay)
-                delay *= 2
-                continue
-            if resp.status_code != 200:
-                raise CtxzipError(
-                    f"reader {self.base_url} answered HTTP {resp.status_code}: {resp.text[:200]}"
-                )
-            try:
-                data = resp.json()
-                text = data["choices"][0]["message"]["content"] or ""
-                usage = data.get("usage") or {}
-            except (ValueError, KeyError, IndexError, TypeError):
-                raise CtxzipError(f"reader {self.base_url} sent a malformed reply") from None
-            return Answer(
-                clean_answer(text),
-                seconds,
-                int(usage.get("prompt_tokens", 0)),
-                int(usage.get("completion_tokens", 0)),
-            )
-        raise CtxzipError("unreachable")  # pragma: no cover
+    def _one(self, question: str, context: str) -> Answer:
+        reply = self.client.complete(
+            {
+                "model": self.model,
+                "messages": messages_for(question, context),
+                "temperature": 0,
+                "max_tokens": self.max_new_tokens,
+            }
+        )
+        return Answer(
+            clean_answer(reply.text), reply.seconds, reply.prompt_tokens, reply.completion_tokens
+        )
 
     def answer(self, questions: Sequence[str], contexts: Sequence[str]) -> list[Answer]:
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
@@ -259,7 +236,7 @@ class OpenAIReader:
 
 
 def make_reader(spec: str, **options: Any) -> Reader:
-    """`local` (SmolLM2-135M-Instruct), `hf:MODEL_ID`, or `openai:MODEL` (set `base_url`)."""
+    """`local` (`DEFAULT_LOCAL_MODEL`), `hf:MODEL_ID`, or `openai:MODEL` (set `base_url`)."""
     kind, _, model = spec.partition(":")
     if kind == "local":
         return LocalReader(model or DEFAULT_LOCAL_MODEL, **options)

@@ -105,9 +105,11 @@ def summarize(records: Sequence[dict[str, Any]], seed: int = 0) -> list[dict[str
         }
         rows.append(row)
     full = next((r for r in rows if r["method"] == FULL), None)
+    full_prefill = None if full is None else full["prefill_tokens"]
+    full_flops = None if full is None else full["prefill_flops"]
     for row in rows:
-        row["prefill_saved"] = _saved(row["prefill_tokens"], full and full["prefill_tokens"])
-        row["flops_saved"] = _saved(row["prefill_flops"], full and full["prefill_flops"])
+        row["prefill_saved"] = _saved(row["prefill_tokens"], full_prefill)
+        row["flops_saved"] = _saved(row["prefill_flops"], full_flops)
     return rows
 
 

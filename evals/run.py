@@ -7,13 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ctxzip.errors import InputError
 from ctxzip.evals import datasets, report
 from ctxzip.evals.engine import run_ray_sweep
 from ctxzip.evals.plot import plot_sweep
 from ctxzip.evals.readers import make_reader
 from ctxzip.evals.sweep import SweepConfig, resolve_methods, run_sweep
-
-from ctxzip.errors import InputError
 
 
 def reader_options(settings: dict[str, Any]) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 Compress every item with every (method, rate), then ask the reader about every
 distinct prompt, then score. Each finished compression and answer is appended to
 ``<out>/cache/*.jsonl`` at once, so a rerun with the same settings skips what is done.
-Methods whose output is not text (xRAG) answer through the reader's model themselves,
-and methods add their own numbers through `CompressionResult.extra`: see `hooks`.
+What a method produces is what its class declares as `kind` (text, soft-token, vision,
+image): soft-token and vision methods answer through the reader's model themselves, and
+methods add their own numbers through `CompressionResult.extra`: see `hooks`.
 """
 
 from __future__ import annotations
@@ -17,24 +18,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ctxzip.evals import metrics
-from ctxzip.evals.baselines import FIXED, FULL, NO_CONTEXT, RANDOM, TRUNCATE, RandomSentenceDrop
-from ctxzip.evals.cache import JsonlCache, file_stamps, key_of
-from ctxzip.evals.datasets import IMAGE_KEY, QAItem
-from ctxzip.evals.hooks import numeric_extra, reads_itself
-from ctxzip.evals.readers import Answer, Reader
 from tqdm import tqdm
 
 from ctxzip.budget import Budget
 from ctxzip.compressor import Compressor
 from ctxzip.errors import InputError
+from ctxzip.evals import metrics
+from ctxzip.evals.baselines import FIXED, FULL, NO_CONTEXT, RANDOM, TRUNCATE, RandomSentenceDrop
+from ctxzip.evals.cache import JsonlCache, file_stamps, key_of
+from ctxzip.evals.datasets import IMAGE_KEY, QAItem
+from ctxzip.evals.hooks import (
+    SELF_READING_KINDS,
+    TEXT_KINDS,
+    ReadsItself,
+    method_kind,
+    numeric_extra,
+)
+from ctxzip.evals.readers import Answer, Reader
+from ctxzip.registry import compressor_names, get_compressor
 from ctxzip.result import CompressionRequest
 from ctxzip.tokens import get_tokenizer
 
-NON_TEXT_PREFIXES = ("vision",)
-"""Registered methods whose output a text reader cannot take at all (skipped by `all`).
-
-Soft-token methods (xrag) are in `all`: they answer through the reader's model (hooks)."""
 SKIP_BY_DEFAULT = ("noop",)
 """Methods `all` leaves out because a baseline already measures them (noop == full)."""
 
@@ -68,37 +72,22 @@ class SweepConfig:
 
 
 def text_methods(names: Sequence[str]) -> list[str]:
-    """The registered methods that compress text, minus those a baseline covers."""
+    """The registered methods a text sweep runs (kind text or soft-token), minus those a
+    baseline covers. Vision and image methods, and methods that declare no kind, are left out."""
     return [
-        n
-        for n in names
-        if not n.startswith(NON_TEXT_PREFIXES)
-        and n not in SKIP_BY_DEFAULT
-        and n != TRUNCATE
-        and _takes_tokenizer(n)
+        n for n in names if n not in SKIP_BY_DEFAULT and n != TRUNCATE and _kind_of(n) in TEXT_KINDS
     ]
 
 
-def _takes_tokenizer(name: str) -> bool:
-    """Text methods count budgets in the reader's tokenizer, so they accept `tokenizer`.
-
-    Image methods (which count provider image tokens) do not, and are left out of `all`.
-    """
-    import inspect
-
-    from ctxzip.registry import compressor_class
-
+def _kind_of(name: str) -> str | None:
     try:
-        params = inspect.signature(compressor_class(name)).parameters.values()
-    except Exception:
-        return True  # let the sweep try it and report why it fails
-    return any(p.name == "tokenizer" or p.kind is p.VAR_KEYWORD for p in params)
+        return method_kind(name)
+    except Exception:  # cannot load, or declares no kind: not a text method
+        return None
 
 
 def resolve_methods(requested: Sequence[str]) -> list[str]:
     """Expand `all` to every registered text method; check the other names exist."""
-    from ctxzip.registry import compressor_names
-
     known = compressor_names()
     out: list[str] = []
     for name in requested:
@@ -139,14 +128,14 @@ def conditions(
     return out
 
 
-def _make_compressor(name: str, tokenizer: str, options: dict[str, Any], seed: int) -> Compressor:
+def _make_compressor(
+    name: str, kind: str, tokenizer: str, options: dict[str, Any], seed: int
+) -> Compressor:
     if name == RANDOM:
         return RandomSentenceDrop(tokenizer=tokenizer, seed=seed, **options)
-    from ctxzip.registry import get_compressor
-
-    if name.startswith(NON_TEXT_PREFIXES):  # image methods count visual tokens, not text
-        return get_compressor(name, **options)
-    return get_compressor(name, tokenizer=tokenizer, **options)
+    if kind in TEXT_KINDS:  # budgets count the reader's tokens
+        return get_compressor(name, tokenizer=tokenizer, **options)
+    return get_compressor(name, **options)  # vision and image methods count their own tokens
 
 
 def _joined(texts: Sequence[str]) -> str:
@@ -176,7 +165,7 @@ class Sweep:
         self.answers = JsonlCache(self.out / "cache" / "answers.jsonl")
         self.errors: dict[str, str] = {}
         self._compressors: dict[str, Compressor] = {}
-        self._self_reading: dict[str, bool] = {}
+        self._kinds: dict[str, str | None] = {}
         self._stamps: dict[str, list[list[Any]]] = {}  # files behind options, once a run
 
     def _ckey(self, cond: Condition, item: QAItem) -> str:
@@ -245,20 +234,41 @@ class Sweep:
         if method not in self._compressors:
             options = self.config.method_options.get(method, {})
             self._compressors[method] = _make_compressor(
-                method, self.reader.tokenizer, options, self.config.seed
+                method,
+                self._kind(method) or "text",
+                self.reader.tokenizer,
+                options,
+                self.config.seed,
             )
         return self._compressors[method]
 
+    def _kind(self, method: str) -> str | None:
+        """What the method declares it produces (`Compressor.kind`); the baselines are text.
+
+        None when it cannot be read: the method is then recorded as failed.
+        """
+        if method not in self._kinds:
+            kind: str | None = "text"
+            if method != RANDOM and method not in FIXED:
+                try:
+                    kind = method_kind(method)
+                except Exception as exc:
+                    self._fail(method, exc)
+                    kind = None
+            self._kinds[method] = kind
+        return self._kinds[method]
+
     def _reads_itself(self, method: str) -> bool:
-        if method not in self._self_reading:
-            self._self_reading[method] = method != RANDOM and reads_itself(method)
-        return self._self_reading[method]
+        """Methods whose kind no text reader takes answer through the reader's model."""
+        return self._kind(method) in SELF_READING_KINDS
 
     def _skey(self, cond: Condition, item: QAItem) -> str:
         """Answer key of a method that reads itself (its context is not text)."""
         return key_of("s1", self._ckey(cond, item), self.reader.config())
 
     def _compress(self, cond: Condition, items: Sequence[QAItem]) -> None:
+        if self._kind(cond.method) is None:
+            return
         if self._reads_itself(cond.method):
             self._compress_and_read(cond, items)
             return
@@ -275,7 +285,7 @@ class Sweep:
             if not all(isinstance(t, str) for res in results for t in res.texts):
                 self._fail(
                     cond.method,
-                    TypeError("the method returns no text and has no eval_answers hook"),
+                    TypeError(f"it declares kind {self._kind(cond.method)!r} but returns no text"),
                 )
                 return
             for it, res in zip(chunk, results, strict=True):
@@ -292,10 +302,14 @@ class Sweep:
         comp = self._compressor_for(cond, todo)
         if comp is None:
             return
+        if not isinstance(comp, ReadsItself):
+            kind = self._kind(cond.method)
+            self._fail(cond.method, TypeError(f"it declares kind {kind!r} but has no eval_answers"))
+            return
         _seed_everything(self.config.seed)
         for chunk, requests in self._batches(cond, todo):
             try:
-                pairs = list(comp.eval_answers(requests, self.reader))  # type: ignore[attr-defined]
+                pairs = list(comp.eval_answers(requests, self.reader))
                 if len(pairs) != len(chunk):
                     raise ValueError(f"{len(pairs)} answers for {len(chunk)} requests")
                 answers = [_answer_of(a) for _, a in pairs]

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ctxzip.compressors.images.compressor import ImageBudgetSettings
+from ctxzip.compressors.images.fitting import MODES, Mode
+from ctxzip.errors import CtxzipError
 from ctxzip.middleware.messages import MessagePolicy, RateRange
 from ctxzip.proxy.state import StateConfig
-
-from ctxzip.errors import CtxzipError
 
 try:
     import tomllib
@@ -143,14 +142,45 @@ class LocalConfig:
 
 @dataclass
 class ImagesConfig:
-    """Per-request image-token budgets (off by default); see ctxzip.compressors.images.compressor."""
+    """Per-request image-token budgets (off by default), applied by `ctxzip.proxy.images`."""
 
     enabled: bool = False
-    max_tokens: int = 1500
-    mode: str = "downscale"
-    allow_remote_urls: bool = False
+    max_tokens: int = 1500  # per request, in the provider's image tokens
+    mode: Mode = "downscale"  # or "crop" (to the salient region first)
+    allow_remote_urls: bool = False  # never fetch client-named URLs unless this is set
     allowed_hosts: list[str] = field(default_factory=list)
     max_image_bytes: int = 20 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise ConfigError for settings that cannot work."""
+        if self.mode not in MODES:
+            raise ConfigError(f"images.mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int):
+            raise ConfigError("images.max_tokens must be an integer")
+        if self.max_tokens < 1:
+            raise ConfigError("images.max_tokens must be >= 1")
+        if self.allow_remote_urls and not self.allowed_hosts:
+            raise ConfigError("images.allow_remote_urls needs images.allowed_hosts")
+
+
+@dataclass
+class LedgerConfig:
+    """The savings ledger (see ctxzip.proxy.ledger); `path` "" means the cache dir's."""
+
+    enabled: bool = True
+    path: str = ""  # default: $CTXZIP_CACHE_DIR/ledger.sqlite3 (~/.cache/ctxzip)
+    max_rows: int = 1_000_000  # past this, the oldest rows are dropped
+    cache_ttl_s: float = 300.0  # prompt-cache lifetime assumed by the savings estimate
+
+
+@dataclass
+class PricingConfig:
+    """A TOML/YAML price table overriding the shipped one (ctxzip/proxy/prices.toml)."""
+
+    path: str = ""
 
 
 @dataclass
@@ -165,6 +195,8 @@ class ProxyConfig:
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    pricing: PricingConfig = field(default_factory=PricingConfig)
     state: StateConfig = field(default_factory=StateConfig)  # shared by replicas (Redis)
 
     def validate(self) -> ProxyConfig:
@@ -194,10 +226,9 @@ class ProxyConfig:
                 raise ConfigError(f"models.{glob!r} names unknown upstream {name!r}")
         if self.limits.max_body_bytes < 1024:
             raise ConfigError("limits.max_body_bytes must be at least 1024")
-        try:
-            self.image_settings()
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        self.images.check()
+        if self.ledger.max_rows < 1 or self.ledger.cache_ttl_s < 0:
+            raise ConfigError("ledger.max_rows must be >= 1 and ledger.cache_ttl_s >= 0")
         try:
             self.state.check()
         except ValueError as exc:
@@ -209,9 +240,6 @@ class ProxyConfig:
             if h in self.server.forward_headers:
                 raise ConfigError(f"server.forward_headers may not include {h!r}")
         return self
-
-    def image_settings(self) -> ImageBudgetSettings:
-        return ImageBudgetSettings(**dataclasses.asdict(self.images))
 
     def secrets(self) -> list[str]:
         """Every configured secret value (for log redaction)."""

@@ -8,20 +8,21 @@ import logging
 import time
 from typing import Any
 
-from ctxzip.compressors.images.compressor import ImageBudgetOutcome
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ctxzip.errors import CtxzipError
 from ctxzip.proxy.compression import CompressionFailed, CompressionService, Outcome
 from ctxzip.proxy.config import ProxyConfig
 from ctxzip.proxy.errors import Protocol, ProxyError, error_body, protocol_for_path
+from ctxzip.proxy.images import ImageBudgetOutcome, aapply_images
+from ctxzip.proxy.ledger import Recorder
 from ctxzip.proxy.local_upstream import LocalModel, check_params
 from ctxzip.proxy.metrics import Metrics
 from ctxzip.proxy.soft_tokens import SoftTokens
 from ctxzip.proxy.state import open_state
 from ctxzip.proxy.streaming import Relay
 from ctxzip.proxy.upstream import Target, Upstreams, join_url, response_headers, safe_subpath
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-
-from ctxzip.errors import CtxzipError
 
 log = logging.getLogger("ctxzip.proxy")
 _TRUE = {"1", "true", "yes", "on"}
@@ -41,13 +42,14 @@ class State:
             timeout_s=c.timeout_s, cache_size=c.cache_size, max_batch=c.max_batch,
             cache=open_state(config.state, "compression", max_items=c.cache_size),
         )  # fmt: skip
-        self.images = config.image_settings()
+        self.images = config.images
         self.upstreams = Upstreams(config)
         self.local = LocalModel(config.local.model, config.local.device, config.local.max_tokens)
         self.soft = SoftTokens(self.local, policy, method=c.method, options=c.options,
                                timeout_s=c.timeout_s)  # fmt: skip
         self.ready = False
         self.ready_error: str | None = None
+        self.recorder = Recorder.from_config(config, self.metrics.registry)  # savings ledger
 
     @property
     def needs_local(self) -> bool:
@@ -69,6 +71,7 @@ class State:
     async def close(self) -> None:
         await self.service.close()
         await self.upstreams.close()
+        await asyncio.to_thread(self.recorder.close)
 
 
 def error_response(protocol: Protocol, error: ProxyError) -> Response:
@@ -237,7 +240,7 @@ class Handlers:
                           route: str) -> ImageBudgetOutcome | None:  # fmt: skip
         """Shrink images to the configured per-request image-token budget (fail-open)."""
         try:
-            out = await self.state.images.aapply(data, protocol)
+            out = await aapply_images(self.state.images, data, protocol)
         except (CtxzipError, OSError, ValueError) as exc:
             self.metrics.fail("image_budget")
             log.warning("image budget failed: %s", exc)
@@ -280,13 +283,13 @@ class Handlers:
 
     # ---- routes ------------------------------------------------------------------------
 
-    async def openai_chat(self, request: Request) -> Response:
+    async def openai_chat(self, request: Request) -> Response | Relay:
         return await self._chat(request, "openai", "chat")
 
-    async def anthropic_messages(self, request: Request) -> Response:
+    async def anthropic_messages(self, request: Request) -> Response | Relay:
         return await self._chat(request, "anthropic", "messages")
 
-    async def _chat(self, request: Request, protocol: Protocol, route: str) -> Response:
+    async def _chat(self, request: Request, protocol: Protocol, route: str) -> Response | Relay:
         start = time.perf_counter()
         path = request.url.path
         try:
@@ -300,6 +303,7 @@ class Handlers:
                 data, raw = images.body, b""  # re-encoded below
             target = self.state.upstreams.pick(route, data.get("model"))
             outcome = await self._compress(data, protocol, route, overrides, size, target is None)
+            self.state.recorder.begin(route, protocol, data, outcome)
             if not raw and outcome.body is None:
                 outcome.body = data
             body = self._encode(outcome, raw)
@@ -341,7 +345,7 @@ class Handlers:
             response.headers[k.decode()] = v.decode()
         return response
 
-    async def passthrough(self, request: Request) -> Response:
+    async def passthrough(self, request: Request) -> Response | Relay:
         start = time.perf_counter()
         path = request.url.path
         protocol = protocol_for_path(path, request.headers)
@@ -375,7 +379,7 @@ class Handlers:
 
     async def _forward(self, method: str, url: str, headers: dict[str, str], body: bytes | None,
                        protocol: Protocol, route: str, extra: list[tuple[bytes, bytes]],
-                       start: float, target: Target) -> Response:  # fmt: skip
+                       start: float, target: Target) -> Response | Relay:  # fmt: skip
         sent = time.perf_counter()
         try:
             upstream = await self.state.upstreams.send(method, url, headers, body)
@@ -386,8 +390,11 @@ class Handlers:
         status = upstream.status
         content_type = upstream.headers.get("content-type", "")
         metrics = self.metrics
+        tap = self.state.recorder.tap(route, protocol, url, status, upstream.headers)
 
         def on_close(result: str) -> None:
+            if tap is not None:
+                tap.finish(result)
             if result != "ok":
                 metrics.fail(result)
             metrics.requests.labels(route=route, status=str(status)).inc()
@@ -397,14 +404,16 @@ class Handlers:
         async def aclose() -> None:
             upstream.close()  # read to the end: already back in the pool; else the link is cut
 
-        return Relay(status, response_headers(upstream) + extra, upstream.content.iter_any(),
-                     protocol=protocol, is_sse="text/event-stream" in content_type,
+        chunks = upstream.content.iter_any()
+        return Relay(status, response_headers(upstream) + extra,
+                     tap.wrap(chunks) if tap else chunks, protocol=protocol,
+                     is_sse="text/event-stream" in content_type,
                      aclose=aclose, on_close=on_close)  # fmt: skip
 
     async def _local(
         self, data: dict[str, Any], protocol: Protocol, stream: bool,
         extra: list[tuple[bytes, bytes]], route: str, start: float, soft: Any = None,
-    ) -> Response:  # fmt: skip
+    ) -> Response | Relay:  # fmt: skip
         """Answer with the embedded model (`soft`: xrag vectors for its placeholders)."""
         local = self.state.local
         check_params(data)

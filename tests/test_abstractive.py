@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from ctxzip.budget import Budget
+from ctxzip.cli import main
 from ctxzip.errors import CtxzipError
+from ctxzip.models import SMOLLM, load_tokenizer
 from ctxzip.registry import get_compressor
 from ctxzip.result import CompressionRequest
 
@@ -134,10 +136,8 @@ def tiny_t5(tmp_path_factory: pytest.TempPathFactory) -> str:
     import torch
     from transformers import T5Config, T5ForConditionalGeneration
 
-    from ctxzip.models import load_tokenizer
-
     folder = tmp_path_factory.mktemp("tiny-t5")
-    tokenizer = load_tokenizer("HuggingFaceTB/SmolLM2-135M-Instruct")
+    tokenizer = load_tokenizer(SMOLLM)
     config = T5Config(
         vocab_size=len(tokenizer),
         d_model=32,
@@ -397,8 +397,6 @@ async def test_acompress_keeps_the_event_loop_free(remote: tuple[ChatServer, Any
 def test_cli_runs_the_remote_backend(
     chat_server: tuple[ChatServer, str], tmp_path: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from ctxzip.cli import main
-
     fake, url = chat_server
     fake.answer, fake.status = "The Eiffel Tower is 330 metres tall.", 200
     path = tmp_path / "doc.txt"
@@ -432,8 +430,9 @@ def test_cli_runs_the_remote_backend(
 
 
 def test_langchain_component_by_name(chat_server: tuple[ChatServer, str]) -> None:
-    from ctxzip.middleware.langchain import CtxzipDocumentCompressor
     from langchain_core.documents import Document
+
+    from ctxzip.middleware.langchain import CtxzipDocumentCompressor
 
     fake, url = chat_server
     fake.answer, fake.status = "The Eiffel Tower is 330 metres tall.", 200

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+
+from ctxzip.errors import InputError
 from ctxzip.evals import datasets
 from ctxzip.evals.generate import generate, parse_generator_spec
 from ctxzip.evals.metrics import answer_retained
-
-from ctxzip.errors import InputError
 
 
 def test_bundled_pyref_set() -> None:

@@ -7,16 +7,16 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
-from ctxzip.evals import datasets, report
-from ctxzip.evals.hooks import ReadsItself, numeric_extra
-from ctxzip.evals.readers import LocalReader, clean_answer
-from ctxzip.evals.sweep import SweepConfig, run_sweep
 
 from ctxzip.compressor import BaseCompressor, Compressed
-from ctxzip.registry import get_compressor
+from ctxzip.evals import datasets, report
+from ctxzip.evals.hooks import ReadsItself, method_kind, numeric_extra, reads_itself
+from ctxzip.evals.readers import LocalReader, OpenAIReader, clean_answer
+from ctxzip.evals.sweep import SweepConfig, resolve_methods, run_sweep
+from ctxzip.registry import compressor_names, get_compressor
 from ctxzip.result import CompressionRequest, CompressionResult
 
 METHOD = "test_eval_hooks:SoftEcho"  # a `module:attr` reference, as plugins may give
@@ -30,6 +30,7 @@ class SoftEcho(BaseCompressor):
     """
 
     name = "soft-echo"
+    kind: ClassVar[str] = "soft-token"  # what makes the sweep route it through eval_answers
     calls = 0
 
     def __init__(self, *, tokenizer: str = "gpt-4o") -> None:
@@ -132,8 +133,6 @@ def test_a_method_that_reads_itself(tmp_path: Path, reader: LocalReader) -> None
 
 
 def test_a_method_that_reads_itself_needs_a_local_reader(tmp_path: Path) -> None:
-    from ctxzip.evals.readers import OpenAIReader
-
     items = datasets.load_dataset("pyref")[:1]
     remote = OpenAIReader("gpt-4o-mini", base_url="http://127.0.0.1:9/v1", retries=0)
     config = SweepConfig(methods=[METHOD], rates=[0.5], out=str(tmp_path), baselines=False)
@@ -142,13 +141,17 @@ def test_a_method_that_reads_itself_needs_a_local_reader(tmp_path: Path) -> None
 
 
 def test_all_means_every_text_method() -> None:
-    from ctxzip.evals.sweep import resolve_methods
-
-    from ctxzip.registry import compressor_names
-
     chosen = resolve_methods(["all"])
     assert {"extractive", "token-classification"} <= set(chosen)
+    assert "xrag" in chosen  # soft tokens: read through the reader's model (hooks)
     assert not {"noop", "truncate"} & set(chosen)  # the baselines cover them
     for name in compressor_names():
         if name.startswith("vision") or name == "image-budget":  # images, not text
             assert name not in chosen
+
+
+def test_the_sweep_reads_the_kind_each_method_declares() -> None:
+    assert method_kind("extractive") == "text" and not reads_itself("extractive")
+    assert method_kind("xrag") == "soft-token" and reads_itself("xrag")
+    assert method_kind("vision-merge") == "vision" and reads_itself("vision-merge")
+    assert method_kind(METHOD) == "soft-token" and reads_itself(METHOD)

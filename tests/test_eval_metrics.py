@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from ctxzip.evals import metrics
 from ctxzip.evals.plot import pareto_front
 

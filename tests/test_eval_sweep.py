@@ -10,14 +10,17 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+
+from ctxzip.chat_client import ChatClient
+from ctxzip.cli import main
 from ctxzip.compressors.reader_prompt import user_prompt
+from ctxzip.errors import CtxzipError
 from ctxzip.evals import datasets, report
+from ctxzip.evals.cache import file_stamps
 from ctxzip.evals.metrics import answer_retained
 from ctxzip.evals.plot import plot_sweep
 from ctxzip.evals.readers import Answer, LocalReader, OpenAIReader
 from ctxzip.evals.sweep import SweepConfig, run_sweep
-
-from ctxzip.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -220,8 +223,6 @@ def test_prompt_template_is_fixed() -> None:
 
 
 def test_openai_reader_reports_unreachable_endpoint() -> None:
-    from ctxzip.errors import CtxzipError
-
     reader = OpenAIReader("m", base_url="http://127.0.0.1:9/v1", retries=0, timeout=2)
     with pytest.raises(CtxzipError, match="unreachable"):
         reader.answer(["Q?"], ["a"])
@@ -229,8 +230,6 @@ def test_openai_reader_reports_unreachable_endpoint() -> None:
 
 def test_cache_key_sees_files_behind_options(tmp_path: Path) -> None:
     # replacing a projector at the same path must not reuse answers made with the old one
-    from ctxzip.evals.cache import file_stamps
-
     prefix = tmp_path / "best"
     options = {"projector": str(prefix), "k": 2, "model": "gpt-4o"}
     assert file_stamps(options) == []
@@ -243,3 +242,82 @@ def test_cache_key_sees_files_behind_options(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "model.safetensors").write_bytes(b"x")
     assert len(file_stamps({"model": str(folder)})) == 1
+
+
+class _Flaky(BaseHTTPRequestHandler):
+    """A chat endpoint on loopback that answers with the next status of a script (then 200)."""
+
+    script: ClassVar[list[int]] = []
+    seen: ClassVar[list[tuple[str, str, dict[str, Any]]]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        self.seen.append((self.path, self.headers.get("authorization", ""), body))
+        status = self.script.pop(0) if self.script else 200
+        if status == 200:
+            payload = {
+                "choices": [{"message": {"role": "assistant", "content": "Answer: 1887"}}],
+                "usage": {"prompt_tokens": 42, "completion_tokens": 3},
+            }
+        else:
+            payload = {"error": {"message": "overloaded, try again"}}
+        out = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def flaky() -> Iterator[str]:
+    _Flaky.script, _Flaky.seen = [], []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_chat_client_retries_a_503_then_answers(flaky: str) -> None:
+    _Flaky.script = [503]
+    client = ChatClient(flaky, api_key="sk-test-secret", retries=2, backoff=0.01)
+    try:
+        reply = client.complete({"model": "m", "messages": [{"role": "user", "content": "Q?"}]})
+    finally:
+        client.close()
+    assert (reply.text, reply.prompt_tokens, reply.completion_tokens) == ("Answer: 1887", 42, 3)
+    assert reply.seconds > 0
+    assert len(_Flaky.seen) == 2  # the 503, then the retry that was answered
+    assert all(path == "/v1/chat/completions" for path, _, _ in _Flaky.seen)
+    assert all(auth == "Bearer sk-test-secret" for _, auth, _ in _Flaky.seen)
+    assert _Flaky.seen[0][2] == _Flaky.seen[1][2]  # the same request, resent
+
+
+def test_chat_client_stops_after_its_retries_and_never_retries_a_400(flaky: str) -> None:
+    client = ChatClient(flaky, api_key="sk-test-secret", retries=1, backoff=0.01)
+    _Flaky.script = [503, 429, 200]
+    with pytest.raises(CtxzipError, match="HTTP 429") as info:
+        client.complete({"model": "m", "messages": []})
+    assert len(_Flaky.seen) == 2 and "sk-test-secret" not in str(info.value)
+    _Flaky.script, _Flaky.seen = [400], []
+    with pytest.raises(CtxzipError, match="HTTP 400"):
+        client.complete({"model": "m", "messages": []})
+    assert len(_Flaky.seen) == 1
+    client.close()
+
+
+def test_openai_reader_retries_through_the_client(flaky: str) -> None:
+    _Flaky.script = [502, 503]
+    reader = OpenAIReader("gpt-4o-mini", base_url=flaky, retries=2)
+    reader.client.backoff = 0.01
+    [answer] = reader.answer(["When?"], ["It was built from 1887 to 1889."])
+    assert (answer.text, answer.prompt_tokens, answer.answer_tokens) == ("1887", 42, 3)
+    assert len(_Flaky.seen) == 3
+    body = _Flaky.seen[-1][2]
+    assert body["model"] == "gpt-4o-mini" and body["temperature"] == 0
+    assert body["max_tokens"] == reader.max_new_tokens

@@ -11,10 +11,10 @@ from pydoc_data.topics import topics
 
 import numpy as np
 import pytest
-from ctxzip.compressors.extractive import ExtractiveCompressor, bm25_scores, get_encoder
 
 from ctxzip import Budget
-from ctxzip.models import resolve_model
+from ctxzip.compressors.extractive import ExtractiveCompressor, bm25_scores, get_encoder
+from ctxzip.models import MINILM, resolve_model
 from ctxzip.protect import Protect
 from ctxzip.registry import get_compressor
 from ctxzip.result import CompressionRequest
@@ -271,7 +271,7 @@ def test_protected_spans_are_kept() -> None:
 def test_cross_encoder_reranks_any_crossencoder_id() -> None:
     # No cross-encoder weights exist offline: a CrossEncoder built from the MiniLM folder
     # (fresh, untrained head) exercises the whole path; its scores are not meaningful.
-    folder = resolve_model("sentence-transformers/all-MiniLM-L6-v2")
+    folder = resolve_model(MINILM)
     c = ExtractiveCompressor(cross_encoder=folder, rerank_top=8)
     r = c.compress(
         [topics["del"], topics["return"]], query=CASES[5]["question"], budget=Budget(rate=0.2)

@@ -9,20 +9,19 @@ import io
 
 import numpy as np
 import pytest
-from ctxzip.compressors.images.compressor import (
-    ImageBudgetCompressor,
-    ImageBudgetSettings,
-    anthropic_image_tokens,
-    anthropic_size,
-    apply_image_budget,
-    fit_image,
-    openai_image_tokens,
-    salient_box,
-)
 from PIL import Image
 
 from ctxzip.budget import Budget
+from ctxzip.compressors.images import ImageBudgetCompressor
+from ctxzip.compressors.images.billing import (
+    anthropic_image_tokens,
+    anthropic_size,
+    openai_image_tokens,
+)
+from ctxzip.compressors.images.fitting import default_saliency, fit_image, salient_box
 from ctxzip.errors import InputError
+from ctxzip.proxy.config import ConfigError, ImagesConfig
+from ctxzip.proxy.images import aapply_images, apply_image_budget, apply_images
 
 
 # -- worked examples from the providers' documentation ---------------------------------------
@@ -208,7 +207,6 @@ def test_anthropic_request_and_bad_images_left_alone() -> None:
 @pytest.mark.slow
 def test_crop_to_salient_region_with_real_model() -> None:
     pytest.importorskip("onnxruntime")
-    from ctxzip.compressors.images.compressor import default_saliency
     from skimage import data
 
     # a photo pasted into a wide flat canvas: the salient box must find the photo
@@ -231,6 +229,7 @@ def test_compressor_interface() -> None:
     from ctxzip.registry import compressor_class
 
     assert compressor_class("image-budget") is ImageBudgetCompressor
+    assert ImageBudgetCompressor.kind == "image"
     compressor = ImageBudgetCompressor("openai", model="gpt-4o")
     images = [Image.open(io.BytesIO(_png(2048, 1024))), _png(1024, 1024)]
     result = compressor.compress(images, budget=Budget(rate=0.5))
@@ -243,7 +242,7 @@ def test_compressor_interface() -> None:
         compressor.compress([b"not an image"])
 
 
-def test_settings_for_the_proxy() -> None:
+def test_images_config_for_the_proxy() -> None:
     import asyncio
 
     body = {
@@ -258,16 +257,16 @@ def test_settings_for_the_proxy() -> None:
             },
         ],
     }
-    assert ImageBudgetSettings().apply(body, "openai") is None  # off by default
-    settings = ImageBudgetSettings(enabled=True, max_tokens=300)
-    out = asyncio.run(settings.aapply(body, "openai"))
+    assert apply_images(ImagesConfig(), body, "openai") is None  # off by default
+    config = ImagesConfig(enabled=True, max_tokens=300)
+    out = asyncio.run(aapply_images(config, body, "openai"))
     assert out is not None and out.tokens_in == 765 and out.tokens_out <= 300
     assert out.images[0].action == "skipped"  # remote URLs stay remote by default
-    with pytest.raises(ValueError, match="allowed_hosts"):
-        ImageBudgetSettings(enabled=True, allow_remote_urls=True)
-    with pytest.raises(ValueError, match="mode"):
-        ImageBudgetSettings(mode="blur")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="allowed_hosts"):
+        ImagesConfig(enabled=True, allow_remote_urls=True)
+    with pytest.raises(ConfigError, match="mode"):
+        ImagesConfig(mode="blur")  # type: ignore[arg-type]
     # an allow-listed fetcher refuses other hosts and plain http before any network use
-    fetch = ImageBudgetSettings(enabled=True, allow_remote_urls=True, allowed_hosts=["img.test"])
-    refused = fetch.apply(body, "openai")
+    fetch = ImagesConfig(enabled=True, allow_remote_urls=True, allowed_hosts=["img.test"])
+    refused = apply_images(fetch, body, "openai")
     assert refused is not None and "not allowed" in (refused.images[0].reason or "")

@@ -8,12 +8,6 @@ from pydoc_data.topics import topics
 
 import numpy as np
 import pytest
-from ctxzip.middleware.langchain import (
-    METADATA_KEY,
-    CtxzipDocumentCompressor,
-    CtxzipEmbeddings,
-    compression_runnable,
-)
 from langchain_classic.retrievers import ContextualCompressionRetriever
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
@@ -21,6 +15,12 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.vectorstores import InMemoryVectorStore
 
 from ctxzip import Budget
+from ctxzip.middleware.langchain import (
+    METADATA_KEY,
+    CtxzipDocumentCompressor,
+    CtxzipEmbeddings,
+    compression_runnable,
+)
 from ctxzip.tokens import count_tokens
 
 pytestmark = pytest.mark.slow

@@ -69,6 +69,7 @@ def test_wheel_has_one_top_level_package(tmp_path):
         "ctxzip/compressors/vision/reader/weights/vision_reader_smollm2.safetensors",
         "ctxzip/compressors/vision/merge.py",
         "ctxzip/compressors/images/billing.py",
+        "ctxzip/proxy/prices.toml",  # the default price table
         "ctxzip/corpus.py",
         "ctxzip/py.typed",
     ]:

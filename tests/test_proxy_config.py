@@ -6,11 +6,11 @@ import json
 
 import pytest
 from click.testing import CliRunner
+
+from ctxzip.cli import cli
 from ctxzip.compressors.truncate import TruncateCompressor
 from ctxzip.middleware.messages import MessagePolicy, RateRange, compress_messages, plan_request
 from ctxzip.proxy.config import ConfigError, load_config
-
-from ctxzip.cli import cli
 
 TOML = """
 [server]

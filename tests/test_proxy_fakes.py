@@ -12,18 +12,21 @@ import asyncio
 import contextlib
 import json
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
-from ctxzip.proxy.app import build_app
-from ctxzip.proxy.config import load_config
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from ctxzip.proxy.app import build_app
+from ctxzip.proxy.config import load_config
 
 
 def free_port() -> int:
@@ -201,6 +204,7 @@ def make_config(upstream_url: str | None, **sections: Any) -> Any:
     overrides: dict[str, Any] = {
         "compression": {"method": "truncate", "min_tokens": 40, "rate": 0.5},
         "timeouts": {"retries": 2, "backoff_s": 0.01},
+        "ledger": {"path": str(Path(tempfile.mkdtemp(prefix="ctxzip-ledger-")) / "ledger.db")},
     }
     if upstream_url:
         overrides["upstreams"] = {

@@ -8,10 +8,11 @@ import io
 import anthropic
 import openai
 import pytest
-from ctxzip.compressors.images.compressor import anthropic_image_tokens, openai_image_tokens
-from ctxzip.proxy.config import ConfigError
 from PIL import Image
 from test_proxy_fakes import make_config, run_proxy, running_upstream
+
+from ctxzip.compressors.images.billing import anthropic_image_tokens, openai_image_tokens
+from ctxzip.proxy.config import ConfigError
 
 IMAGES = {"enabled": True, "max_tokens": 400}
 

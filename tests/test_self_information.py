@@ -9,7 +9,10 @@ from typing import Any
 import pytest
 
 from ctxzip.budget import Budget
+from ctxzip.cli import main
+from ctxzip.compressors.self_information import split_phrases
 from ctxzip.errors import CtxzipError
+from ctxzip.models import SMOLLM, load_tokenizer
 from ctxzip.registry import get_compressor
 from ctxzip.result import CompressionRequest
 from ctxzip.units import reconstruct
@@ -182,8 +185,6 @@ def test_edge_inputs(comp: Any) -> None:
 
 
 def test_phrases_tile_the_text() -> None:
-    from ctxzip.compressors.self_information import split_phrases
-
     text = EIFFEL + '\n\nSee https://example.com/x?y=1 and {"key": [1, 2, 3]} for more.'
     phrases = split_phrases(text)
     assert reconstruct(text, phrases) == text
@@ -214,8 +215,6 @@ async def test_acompress_runs_off_the_loop(comp: Any) -> None:
 
 
 def test_cli(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    from ctxzip.cli import main
-
     path = tmp_path / "docs.txt"
     path.write_text(f"{EIFFEL}\n---\n{CURIE}")
     code = main(
@@ -241,9 +240,7 @@ def test_window_never_exceeds_the_model_positions(tmp_path: Any) -> None:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from ctxzip.models import load_tokenizer
-
-    tokenizer = load_tokenizer("HuggingFaceTB/SmolLM2-135M-Instruct")
+    tokenizer = load_tokenizer(SMOLLM)
     config = GPT2Config(
         vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=1, n_head=2,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,

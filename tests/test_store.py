@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+
+from ctxzip.errors import InputError
 from ctxzip.retrievers import (
     Document,
     FaissStore,
@@ -16,8 +18,6 @@ from ctxzip.retrievers import (
     open_store,
 )
 from ctxzip.retrievers.qdrant_backend import QdrantStore
-
-from ctxzip.errors import InputError
 
 DOCS = {
     "cats": (

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ctxzip.retrievers import FaissStore
 
 from ctxzip.errors import InputError
+from ctxzip.retrievers import FaissStore
 
 DIM = 32
 

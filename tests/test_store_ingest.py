@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from ctxzip.retrievers import FaissStore
-from ctxzip.retrievers.chunking import chunk_text
 
 from ctxzip.cli import main
 from ctxzip.errors import InputError
+from ctxzip.retrievers import FaissStore
+from ctxzip.retrievers.chunking import chunk_text
 from ctxzip.tokens import get_tokenizer
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"

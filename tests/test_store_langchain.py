@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from ctxzip.retrievers import FaissStore, SentenceTransformerEmbedder
-from ctxzip.retrievers.langchain import CtxzipVectorStore, EmbedderEmbeddings
 from langchain_core.documents import Document
 from langchain_core.vectorstores import VectorStore
+
+from ctxzip.retrievers import FaissStore, SentenceTransformerEmbedder
+from ctxzip.retrievers.langchain import CtxzipVectorStore, EmbedderEmbeddings
 
 TEXTS = [
     "The Amazon is the largest rainforest on Earth.",

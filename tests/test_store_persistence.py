@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+
 from ctxzip.retrievers import FaissStore
 
 DIM = 64

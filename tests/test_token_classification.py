@@ -9,15 +9,16 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from ctxzip.compressors.token_classification.compressor import (
-    TokenClassificationCompressor,
-    _llmlingua_chunks,
-    load_token_classifier,
-)
-from ctxzip.compressors.token_classification.onnx import OnnxTokenClassifier
 
 from ctxzip.budget import Budget
+from ctxzip.compressors.token_classification import (
+    TokenClassificationCompressor,
+    load_token_classifier,
+)
+from ctxzip.compressors.token_classification.compressor import _llmlingua_chunks
+from ctxzip.compressors.token_classification.onnx import OnnxTokenClassifier
 from ctxzip.errors import InputError, ModelNotFoundError
+from ctxzip.models import MINILM, load_tokenizer
 from ctxzip.protect import Protect
 from ctxzip.registry import get_compressor
 from ctxzip.result import CompressionRequest
@@ -100,7 +101,7 @@ def test_registered_and_loads_shipped_head():
     assert lm.prefix and lm.suffix  # [CLS] ... [SEP]
 
 
-@pytest.mark.parametrize("reader", ["gpt-4o", "sentence-transformers/all-MiniLM-L6-v2"])
+@pytest.mark.parametrize("reader", ["gpt-4o", MINILM])
 def test_global_rate_within_two_percent(comp, reader):
     """Property: for many texts and rates, tokens_out <= budget and >= 98% of it."""
     c = TokenClassificationCompressor(tokenizer=reader, max_length=128, batch_size=16)
@@ -350,12 +351,10 @@ def _tiny(tmp_path, kind: str):
         XLMRobertaForTokenClassification,
     )
 
-    from ctxzip.models import load_tokenizer
-
     torch.manual_seed(0)
     folder = tmp_path / kind
     if kind == "bert":
-        tok = load_tokenizer("sentence-transformers/all-MiniLM-L6-v2")
+        tok = load_tokenizer(MINILM)
         cfg = BertConfig(
             vocab_size=len(tok),
             hidden_size=32,

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 
 import numpy as np
 from click.testing import CliRunner
-from ctxzip.compressors.token_classification.train import rank_targets, select_top, train_head
-from ctxzip.corpus import _pack, docstring_passages, reference_passages
 
 from ctxzip.cli import cli
+from ctxzip.compressors.token_classification import BASE_MODEL, head_path
+from ctxzip.compressors.token_classification.train import (
+    TEACHER,
+    rank_targets,
+    select_top,
+    train_head,
+)
+from ctxzip.corpus import _pack, docstring_passages, reference_passages
+from ctxzip.weights import load_weights, read_manifest, save_weights
 
 
 def test_train_group_lists_token_classifier_and_checks_options():
@@ -62,3 +71,26 @@ def test_corpus_reads_quietly():
         references = reference_passages(lambda text: len(text.split()), modules=["typing", "os"])
     assert len(passages) > 100
     assert len(references) > 100  # pydoc topics plus the two modules' docstrings
+
+
+def test_shipped_head_round_trips_through_ctxzip_weights(tmp_path):
+    """The head train.py writes (save_weights) is what the loader reads (load_weights)."""
+    head, manifest = load_weights(head_path(), framework="np")
+    assert sorted(head) == ["classifier.bias", "classifier.weight"]
+    assert head["classifier.weight"].shape == (2, 384) and head["classifier.bias"].shape == (2,)
+    assert manifest["base"] == BASE_MODEL and manifest["teacher"] == TEACHER
+    written = save_weights(tmp_path / "head.safetensors", head, manifest)
+    again, info = load_weights(written, framework="np")
+    assert read_manifest(written) == info == manifest
+    for name, value in head.items():
+        np.testing.assert_array_equal(again[name], value)
+
+
+def test_runtime_modules_never_load_the_trainer():
+    code = (
+        "import sys, ctxzip.compressors.token_classification as tc; "
+        "tc.TokenClassificationCompressor(); "
+        "print('ctxzip.compressors.token_classification.train' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from ctxzip.compressors.token_classification.words import (
     codepoints,
     detect_scheme,
@@ -12,8 +13,7 @@ from ctxzip.compressors.token_classification.words import (
     word_rule,
     word_scores,
 )
-
-from ctxzip.models import load_tokenizer
+from ctxzip.models import MINILM, SMOLLM, load_tokenizer
 
 TEXT = (
     "The U.S. economy grew 3.5% in 2023, said Dr. Smith.\n\n"
@@ -51,12 +51,12 @@ def _check_tiling(text: str, words) -> None:
 
 @pytest.fixture(scope="module")
 def minilm():
-    return load_tokenizer("sentence-transformers/all-MiniLM-L6-v2")
+    return load_tokenizer(MINILM)
 
 
 @pytest.fixture(scope="module")
 def smollm():
-    return load_tokenizer("HuggingFaceTB/SmolLM2-135M-Instruct")
+    return load_tokenizer(SMOLLM)
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,7 @@ def test_conversion_matches_onnx(merger, photos, full) -> None:  # type: ignore[
 
 
 def test_merge_on_real_vit(merger, photos, full) -> None:  # type: ignore[no-untyped-def]
-    assert isinstance(merger, Compressor)
+    assert isinstance(merger, Compressor) and merger.kind == "vision"
     result = merger.compress(photos, budget=Budget(rate=0.25))
     assert result.tokens.shape == (2, 64, 384)
     assert (result.tokens_in, result.tokens_out) == (514, 128)

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from ctxzip.compressors import vision_reader as vr
+
+from ctxzip.budget import Budget
+from ctxzip.compressors.vision.reader import model as vr
 from ctxzip.compressors.vision.reader.train import (
     Batcher,
     TrainSettings,
@@ -18,12 +20,10 @@ from ctxzip.compressors.vision.reader.train import (
     answer_loss,
     image_labels,
 )
+from ctxzip.errors import InputError
 from ctxzip.evals import datasets
 from ctxzip.evals.readers import LocalReader
 from ctxzip.evals.sweep import SweepConfig, run_sweep
-
-from ctxzip.budget import Budget
-from ctxzip.errors import InputError
 from ctxzip.registry import get_compressor
 from ctxzip.result import CompressionRequest
 

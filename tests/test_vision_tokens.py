@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ctxzip.compressors.vision.merge import find_layers, install_merging
-from ctxzip.compressors.vision.select import QKCapture
+
+from ctxzip.compressors.vision.hooks import QKCapture, find_layers, install_merging
 from ctxzip.compressors.vision.tokens import (
     TokenState,
     bipartite_merge,

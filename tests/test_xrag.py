@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from ctxzip.compressors.xrag.compressor import XragCompressor, XragUnavailableError, soft_tokens
 from ctxzip.compressors.xrag.inject import PLACEHOLDER, SLOT, encode_with_slots, prepare
 from ctxzip.compressors.xrag.projector import (
@@ -19,16 +20,16 @@ from ctxzip.compressors.xrag.projector import (
     Projector,
     ProjectorManifest,
     load_projector,
+    new_projector,
     read_manifest,
     save_projector,
 )
 from ctxzip.compressors.xrag.train import TrainConfig, Trainer, probe
-
-from ctxzip.models import load_causal_lm, load_sentence_transformer
+from ctxzip.models import MINILM, SMOLLM, load_causal_lm, load_sentence_transformer
 from ctxzip.registry import get_compressor
 
-LM = "HuggingFaceTB/SmolLM2-135M-Instruct"
-RETRIEVER = "sentence-transformers/all-MiniLM-L6-v2"
+LM = SMOLLM
+RETRIEVER = MINILM
 HELDOUT = Path(str(SHIPPED) + ".heldout.jsonl")
 
 
@@ -184,8 +185,6 @@ def test_short_training_run_lowers_stage1_loss_and_resumes(tmp_path, lm):
     )
     trainer = Trainer(cfg)
     fixed = trainer.train_idx[:8]
-    from ctxzip.compressors.xrag.projector import new_projector
-
     torch.manual_seed(0)
     fresh = new_projector(trainer.manifest("1"), trainer.lm)
     with torch.no_grad():
@@ -199,10 +198,14 @@ def test_short_training_run_lowers_stage1_loss_and_resumes(tmp_path, lm):
         after = float(trainer.stage1_loss(trained, fixed))
     assert after < before - 0.05, (before, after)
     assert manifest.retriever == RETRIEVER and manifest.training["stage"] == "1"
+    optim = json.loads((tmp_path / "run" / "stage1" / "optim.json").read_text())
+    assert set(optim["steps"].values()) == {4.0}  # AdamW's step count, beside its moments
     # resume: two more steps continue from step 4 with the optimizer state
     trainer.cfg.steps1 = 6
     trainer.run_stage("1")
     assert json.loads((tmp_path / "run" / "stage1" / "state.json").read_text())["step"] == 6
+    optim = json.loads((tmp_path / "run" / "stage1" / "optim.json").read_text())
+    assert set(optim["steps"].values()) == {6.0}  # 4 restored + 2, not a fresh optimizer
     # stage 2 loss (NLL + KL against the frozen LM reading the real text) is finite
     cache: dict = {}
     nll, kl = trainer.stage2_loss(trained, fixed[:2], cache)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import openai
 import pytest
+from test_proxy_fakes import make_config, run_proxy, running_upstream
+
 from ctxzip.compressors.xrag.compressor import soft_tokens
 from ctxzip.compressors.xrag.inject import (
     PLACEHOLDER,
@@ -16,7 +18,6 @@ from ctxzip.compressors.xrag.inject import (
     encode_with_slots,
     generate,
 )
-from test_proxy_fakes import make_config, run_proxy, running_upstream
 
 pytestmark = pytest.mark.slow
 

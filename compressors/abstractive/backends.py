@@ -2,7 +2,7 @@
 
 Three backends share one shape (`count`, `generate`): a Hugging Face seq2seq model
 with RECOMP's input format, a local causal LM through its chat template, and any
-OpenAI-compatible chat endpoint over httpx. Local backends batch jobs (sorted by
+OpenAI-compatible chat endpoint through `ctxzip.chat_client`. Local backends batch jobs (sorted by
 length, greedy decoding) and run in half precision on CUDA; the remote one sends
 jobs concurrently. Inputs longer than the model's window are cut, each document in
 proportion to its length, and the cut is reported.
@@ -11,16 +11,15 @@ proportion to its length, and the cut is reported.
 from __future__ import annotations
 
 import math
-import os
-import threading
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ctxzip.chat_client import ChatClient
 from ctxzip.errors import CtxzipError
 from ctxzip.models import load_causal_lm, load_model, load_tokenizer
+from ctxzip.tokens import count_tokens
 
 NO_INFO = "NO RELEVANT INFORMATION"
 
@@ -191,7 +190,7 @@ class Seq2SeqBackend(_LocalBackend):
 
 
 class CausalChatBackend(_LocalBackend):
-    """A local causal LM with a chat template (default SmolLM2-135M-Instruct)."""
+    """A local causal LM with a chat template (default `ctxzip.models.SMOLLM`)."""
 
     name = "causal"
 
@@ -254,8 +253,10 @@ class CausalChatBackend(_LocalBackend):
 class OpenAIChatBackend:
     """Any OpenAI-compatible `/chat/completions` endpoint (hosted, or the ctxzip proxy).
 
-    The API key comes from `api_key` or the environment variable `api_key_env`; it is
-    sent only as a bearer token to `base_url` and never logged or shown in errors.
+    Requests go through `ctxzip.chat_client.ChatClient` (one pooled client, retries on
+    connection errors, 429 and 5xx). The API key comes from `api_key` or the environment
+    variable `api_key_env`; it is sent only as a bearer token to `base_url` and never
+    logged or shown in errors.
     """
 
     name = "openai"
@@ -272,56 +273,44 @@ class OpenAIChatBackend:
         max_concurrency: int = 8,
         retries: int = 2,
         max_input_tokens: int | None = None,
-        counter: Any = None,
+        counter: Callable[[str], int] | None = None,
         max_tokens_field: str = "max_tokens",
     ) -> None:
         self.model_id = model
-        self.base_url = (
-            base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
-        ).rstrip("/")
-        self._api_key = api_key if api_key is not None else os.environ.get(api_key_env)
+        self.client = ChatClient(
+            base_url,
+            api_key=api_key,
+            api_key_env=api_key_env,
+            timeout=timeout,
+            max_connections=max_concurrency,
+            retries=retries,
+        )
+        self.base_url = self.client.base_url
         self.timeout = timeout
-        self.max_concurrency = max(1, max_concurrency)
-        self.retries = retries
+        self.max_concurrency = self.client.max_connections
         self.max_input_tokens = max_input_tokens
         self._counter = counter
         self.max_tokens_field = max_tokens_field
-        self._client: Any = None
-        self._lock = threading.Lock()  # concurrent jobs share one client
+
+    @property
+    def retries(self) -> int:
+        """Retries after a connection error, 429 or 5xx (the client's setting)."""
+        return self.client.retries
+
+    @retries.setter
+    def retries(self, value: int) -> None:
+        self.client.retries = value
 
     def __repr__(self) -> str:
         return f"OpenAIChatBackend(model={self.model_id!r}, base_url={self.base_url!r})"
 
     def count(self, text: str) -> int:
         if self._counter is None:
-            from ctxzip.tokens import count_tokens
-
             return count_tokens(text, self.model_id) if text else 0
         return int(self._counter(text))
 
-    def _http(self) -> Any:
-        with self._lock:
-            return self._client or self._build()
-
-    def _build(self) -> Any:
-        import httpx
-
-        headers = {"Content-Type": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        self._client = httpx.Client(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=self.timeout,
-            limits=httpx.Limits(max_connections=self.max_concurrency),
-            transport=httpx.HTTPTransport(retries=1),
-        )
-        return self._client
-
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self.client.close()
 
     def _documents(self, job: Job) -> tuple[list[str], bool]:
         if not self.max_input_tokens:
@@ -333,39 +322,14 @@ class OpenAIChatBackend:
         return [d[: math.floor(len(d) * keep)] for d in job.documents], True
 
     def _one(self, job: Job) -> Generation:
-        import httpx
-
         docs, cut = self._documents(job)
-        body = {
+        body: dict[str, Any] = {
             "model": self.model_id,
             "messages": chat_messages(job, docs),
             self.max_tokens_field: job.max_new_tokens,
             "temperature": 0,
         }
-        for attempt in range(self.retries + 1):
-            try:
-                response = self._http().post("/chat/completions", json=body)
-            except httpx.HTTPError as exc:
-                if attempt < self.retries:
-                    time.sleep(0.5 * 2**attempt)
-                    continue
-                raise CtxzipError(
-                    f"chat endpoint {self.base_url} failed: {type(exc).__name__}"
-                ) from None
-            if response.status_code in (429, 500, 502, 503, 504) and attempt < self.retries:
-                time.sleep(0.5 * 2**attempt)
-                continue
-            break
-        if response.status_code != 200:
-            detail = response.text[:200].replace("\n", " ")
-            raise CtxzipError(
-                f"chat endpoint {self.base_url} answered HTTP {response.status_code}: {detail}"
-            )
-        try:
-            content = response.json()["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise CtxzipError(f"chat endpoint {self.base_url} sent no chat completion") from None
-        return Generation(str(content or "").strip(), cut)
+        return Generation(self.client.complete(body).text.strip(), cut)
 
     def generate(self, jobs: Sequence[Job]) -> list[Generation]:
         if len(jobs) == 1:

@@ -1,6 +1,6 @@
 """`abstractive`: a query-focused summary of the contexts, written by a model (RECOMP-style).
 
-One method, three generators (see `chat_backends`): `backend="causal"` (a local chat
+One method, three generators (see `backends`): `backend="causal"` (a local chat
 LM, default SmolLM2-135M-Instruct), `backend="seq2seq"` (any `AutoModelForSeq2SeqLM`,
 e.g. RECOMP's T5 compressors, with their input format) and `backend="openai"` (any
 OpenAI-compatible chat endpoint). The budget sets the generation cap: the budget's
@@ -24,11 +24,6 @@ from typing import Any
 import regex
 
 from ctxzip.compressor import BaseCompressor, Compressed
-from ctxzip.errors import InputError
-from ctxzip.result import CompressionRequest
-from ctxzip.tokens import DEFAULT_TOKENIZER
-from ctxzip.units import split_sentences
-
 from ctxzip.compressors.abstractive.backends import (
     NO_INFO,
     RECOMP_FORMAT,
@@ -39,9 +34,14 @@ from ctxzip.compressors.abstractive.backends import (
     Seq2SeqBackend,
 )
 from ctxzip.compressors.abstractive.faithfulness import DEFAULT_EMBEDDER, SupportChecker
+from ctxzip.errors import InputError
+from ctxzip.models import SMOLLM
+from ctxzip.result import CompressionRequest
+from ctxzip.tokens import DEFAULT_TOKENIZER
+from ctxzip.units import split_sentences
 
 DEFAULT_MODELS = {
-    "causal": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "causal": SMOLLM,
     "seq2seq": "fangyuan/nq_abstractive_compressor",
     "openai": "gpt-4o-mini",
 }

@@ -15,9 +15,11 @@ from typing import Any
 
 import regex
 
-from ctxzip.units import split_sentences
+from ctxzip.encoder import get_encoder
+from ctxzip.models import MINILM
+from ctxzip.units import Unit, split_sentences
 
-DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_EMBEDDER = MINILM
 
 _WORD = regex.compile(r"[\p{L}\p{N}]+(?:['’][\p{L}]+)?")
 _NUMBER = regex.compile(r"\d+(?:[.,]\d+)*")
@@ -90,10 +92,8 @@ class SupportChecker:
         self.device = device
 
     def _encode(self, texts: Sequence[str]) -> Any:
-        """Unit vectors from the process-wide encoder (its LRU cache is shared with
-        `extractive`, so the sources embedded for relevance are not re-encoded by the guard)."""
-        from ctxzip.compressors.extractive import get_encoder
-
+        """Unit vectors from the process-wide encoder (`ctxzip.encoder`: its LRU cache is shared
+        with `extractive`, so the sources embedded for relevance are not re-encoded by the guard)."""
         return get_encoder(self.embedder_id, device=self.device).encode(list(texts))
 
     def relevance(self, pairs: Sequence[tuple[str, Sequence[str]]]) -> list[float]:
@@ -121,7 +121,8 @@ class SupportChecker:
         for (_summary, srcs), units, src_sents in zip(pairs, summaries, sources, strict=True):
             src_words = [content_words(t) for t in src_sents]
             src_numbers = numbers(" ".join(srcs))
-            kept, dropped = [], []
+            kept: list[Unit] = []
+            dropped: list[Unit] = []
             for unit in units:
                 words = content_words(unit.text)
                 lexical = (

@@ -1,8 +1,26 @@
-"""`token-classification`: LLMLingua-2-style keep/drop per word from an encoder with a small head."""
+"""`token-classification`: LLMLingua-2-style keep/drop per word from an encoder with a small head.
 
-from ctxzip.compressors.token_classification.compressor import (
-    TokenClassificationCompressor,
+Modules, each importing only the ones before it: `words` (sub-tokens to words, stopwords),
+`costs` (reader-token cost per word), `onnx_smoothing` and `onnx` (the ONNX Runtime
+backend), `model` (loading checkpoints, the shipped head, int8), `compressor` (the
+compressor). `train` (rebuilds the shipped head) imports the runtime modules; none of
+them imports it.
+"""
+
+from ctxzip.compressors.token_classification.compressor import TokenClassificationCompressor
+from ctxzip.compressors.token_classification.model import (
+    BASE_MODEL,
+    DEFAULT_MODEL,
+    LoadedModel,
+    head_path,
     load_token_classifier,
 )
 
-__all__ = ["TokenClassificationCompressor", "load_token_classifier"]
+__all__ = [
+    "BASE_MODEL",
+    "DEFAULT_MODEL",
+    "LoadedModel",
+    "TokenClassificationCompressor",
+    "head_path",
+    "load_token_classifier",
+]

@@ -3,13 +3,15 @@
 Any Hugging Face token-classification checkpoint whose label 1 means "keep" works
 (LLMLingua-2's convention), e.g. ``microsoft/llmlingua-2-xlm-roberta-large-meetingbank``.
 The default is the project's own small model: the packaged all-MiniLM-L6-v2 encoder
-with a keep/drop head trained here (see `ctxzip.compressors.token_classification.train`).
+with a keep/drop head trained here (see `ctxzip.compressors.token_classification.train`),
+loaded by `ctxzip.compressors.token_classification.model`.
 
 How a call runs:
 
 1. Every context of every request is tokenised once (offsets kept, special-token text
    in user content treated as text) and its sub-tokens merged into words with the
-   tokenizer's own markers (`ctxzip.compressors.token_classification.words`).
+   tokenizer's own markers (`ctxzip.compressors.token_classification.words`); each
+   word's cost is counted in the reader's tokenizer (`...token_classification.costs`).
 2. Contexts are cut at sentence boundaries into chunks of the model's window; all
    chunks of all requests go through the model in padded, length-sorted batches.
 3. A word's score is the mean P(keep) of its sub-tokens. Forced words (force strings,
@@ -23,405 +25,39 @@ How a call runs:
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from ctxzip.compressor import BaseCompressor, Compressed
+from ctxzip.compressors.token_classification.costs import piece_costs, word_costs
+from ctxzip.compressors.token_classification.model import (
+    BACKENDS,
+    DEFAULT_MODEL,
+    LoadedModel,
+    load_token_classifier,
+)
 from ctxzip.compressors.token_classification.words import (
+    STOPWORDS,
     Words,
     codepoints,
     merge_words,
+    repeated_separators,
     space_mask,
+    vocab_pieces,
     word_rule,
     word_scores,
 )
-
-from ctxzip.compressor import BaseCompressor, Compressed
-from ctxzip.errors import InputError, ModelNotFoundError
+from ctxzip.errors import InputError
 from ctxzip.protect import Protect
 from ctxzip.result import CompressionRequest, Span
 from ctxzip.spans import join_spans, merge_spans, overlapping
 from ctxzip.tokens import DEFAULT_TOKENIZER
 from ctxzip.units import split_sentences
-
-DEFAULT_MODEL = "ctxzip/minilm-l6-keep-drop"
-"""The shipped model: all-MiniLM-L6-v2 plus the head in `token_classifier_head.safetensors`."""
-
-BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-HEAD_FILE = "weights/token_classifier_head.safetensors"
-
-_STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "but",
-        "by",
-        "can",
-        "did",
-        "do",
-        "does",
-        "for",
-        "from",
-        "had",
-        "has",
-        "have",
-        "how",
-        "i",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "of",
-        "on",
-        "or",
-        "so",
-        "than",
-        "that",
-        "the",
-        "their",
-        "them",
-        "then",
-        "there",
-        "these",
-        "they",
-        "this",
-        "to",
-        "was",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "whom",
-        "whose",
-        "why",
-        "will",
-        "with",
-        "would",
-        "you",
-        "your",
-        "about",
-        "after",
-        "before",
-        "between",
-        "during",
-        "many",
-        "much",
-        "most",
-        "some",
-        "such",
-        "only",
-        "also",
-        "not",
-        "no",
-        "yes",
-        "our",
-        "we",
-        "us",
-        "he",
-        "she",
-        "his",
-        "her",
-        "him",
-    ]
-)
-
-
-# ---------------------------------------------------------------------------- models
-
-
-@dataclass
-class LoadedModel:
-    model: Any
-    tokenizer: Any
-    backend: Any  # a private copy of the fast tokenizer: no padding, no truncation
-    device: str
-    max_length: int
-    prefix: list[int]
-    suffix: list[int]
-    pad_id: int
-
-
-_models: dict[tuple[Any, ...], LoadedModel] = {}
-_models_lock = threading.Lock()
-
-
-def head_path() -> str:
-    from importlib import resources
-
-    return str(resources.files("ctxzip.compressors.token_classification").joinpath(HEAD_FILE))
-
-
-BACKENDS = ("auto", "onnx", "torch")
-
-
-def load_token_classifier(
-    model_id: str = DEFAULT_MODEL,
-    device: str = "auto",
-    dtype: str = "auto",
-    fast: bool = False,
-    backend: str = "auto",
-) -> LoadedModel:
-    """A token classifier and its tokenizer, once per process and settings.
-
-    On CPU, `backend="auto"` runs the model on ONNX Runtime (a fused graph exported once
-    into the cache; same fp32 function, faster) when onnxruntime is installed, else on
-    torch. `fast=True` means int8 dynamic quantisation on CPU (ONNX Runtime's, else
-    torch's); on a GPU the default half precision is already the fast path.
-    """
-    from ctxzip.models import pick_device
-
-    if backend not in BACKENDS:
-        raise InputError(f"backend must be one of {', '.join(BACKENDS)}")
-    dev = pick_device(device)
-    key = (model_id, dev, dtype, fast, backend if dev == "cpu" else "torch")
-    with _models_lock:
-        if key not in _models:
-            _models[key] = _load(model_id, dev, dtype, fast, key[-1])
-        return _models[key]
-
-
-def _load(model_id: str, dev: str, dtype: str, fast: bool, backend: str) -> LoadedModel:
-    import torch
-    from tokenizers import Tokenizer
-
-    from ctxzip.models import load_tokenizer, pick_dtype, resolve_model
-
-    torch_dtype = pick_dtype(dtype, dev)
-    shipped = model_id == DEFAULT_MODEL
-    source = BASE_MODEL if shipped else model_id
-    path = resolve_model(source)
-    try:
-        from transformers import AutoConfig, AutoModelForTokenClassification
-
-        config = AutoConfig.from_pretrained(path)
-        kwargs: dict[str, Any] = {"num_labels": 2} if shipped else {}
-        from transformers.utils import logging as hf_logging
-
-        level = hf_logging.get_verbosity()
-        if shipped:  # the head is loaded below: no "classifier weights missing" report
-            hf_logging.set_verbosity_error()
-        try:
-            model = AutoModelForTokenClassification.from_pretrained(
-                path, dtype=torch.float32, trust_remote_code=False, **kwargs
-            )
-        finally:
-            hf_logging.set_verbosity(level)
-    except OSError as exc:
-        raise ModelNotFoundError(
-            f"token classifier {model_id!r} is not available here ({exc.__class__.__name__}); "
-            "pass a local folder or allow Hugging Face Hub downloads"
-        ) from exc
-    except ValueError as exc:
-        raise ModelNotFoundError(
-            f"{model_id!r} is not a token-classification model: {exc}"
-        ) from exc
-    if int(getattr(model.config, "num_labels", 0)) < 2:
-        raise ModelNotFoundError(f"{model_id!r} has fewer than 2 labels; label 1 must mean keep")
-    if shipped:
-        from safetensors.torch import load_file
-
-        head = load_file(head_path())
-        model.classifier.load_state_dict({k.split(".", 1)[1]: v for k, v in head.items()})
-    model.eval()
-    tokenizer = load_tokenizer(source)
-    fast_backend = getattr(tokenizer, "backend_tokenizer", None)
-    if fast_backend is None:
-        raise ModelNotFoundError(f"{model_id!r} has no fast tokenizer (offsets are needed)")
-    words = Tokenizer.from_str(fast_backend.to_str())
-    words.no_padding()
-    words.no_truncation()
-    words.encode_special_tokens = True  # "[SEP]" in a document is text, not a control token
-    # the model's own special tokens around one sequence, e.g. [CLS] x [SEP] or <s> x </s>
-    bare = words.encode("hello", add_special_tokens=False).ids
-    wrapped = words.encode("hello", add_special_tokens=True).ids
-    cut = next(i for i in range(len(wrapped)) if wrapped[i : i + len(bare)] == bare)
-    limit = int(getattr(config, "max_position_embeddings", 512) or 512)
-    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
-        limit -= 2  # RoBERTa positions start after the padding index
-    model_max = getattr(tokenizer, "model_max_length", limit) or limit
-    max_length = int(min(limit, model_max if model_max < 1_000_000 else limit, 512))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    prefix, suffix = wrapped[:cut], wrapped[cut + len(bare) :]
-    runner: Any = None
-    if dev == "cpu" and backend != "torch":
-
-        def calibration() -> list[dict[str, np.ndarray]]:
-            return calibration_feeds(words, prefix, suffix, max_length)
-
-        runner = _onnx_runner(
-            model, model_id, str(path), fast, shipped, backend == "onnx", calibration
-        )
-    if runner is not None:
-        model = runner
-    elif fast and dev == "cpu":
-        model = quantize_int8(model)
-    else:
-        model = model.to(device=dev, dtype=torch_dtype)
-    return LoadedModel(
-        model,
-        tokenizer,
-        words,
-        dev,
-        max_length,
-        prefix,
-        suffix,
-        int(pad_id),
-    )
-
-
-def _onnx_runner(
-    model: Any,
-    model_id: str,
-    path: str,
-    int8: bool,
-    shipped: bool,
-    required: bool,
-    calibration: Callable[[], list[dict[str, np.ndarray]]],
-) -> Any:
-    """The model on ONNX Runtime (None: not installed or not exportable, keep torch)."""
-    import importlib.util
-
-    import torch
-
-    if importlib.util.find_spec("onnxruntime") is None:
-        if required:
-            raise ModelNotFoundError("backend='onnx' needs onnxruntime (pip install onnxruntime)")
-        return None
-    from ctxzip.compressors.token_classification.onnx import cache_key, onnx_classifier
-
-    extra = b""
-    if shipped:
-        with open(head_path(), "rb") as f:
-            extra = f.read()
-    key = cache_key(model_id, path, extra)
-    runner = onnx_classifier(model, key, int8, torch.get_num_threads(), calibration)
-    if runner is None and required:
-        raise ModelNotFoundError(f"{model_id!r} could not be exported to ONNX")
-    return runner
-
-
-def calibration_feeds(
-    backend: Any, prefix: list[int], suffix: list[int], max_length: int, windows: int = 16
-) -> list[dict[str, np.ndarray]]:
-    """Full model windows of the shipped head's training text (standard-library
-    docstrings): what the int8 graph's smoothing measures activation ranges on."""
-    from ctxzip.corpus import docstring_passages
-
-    width = max_length - len(prefix) - len(suffix)
-    ids: list[int] = []
-    for passage in docstring_passages():
-        ids.extend(backend.encode(passage + "\n\n", add_special_tokens=False).ids)
-        if len(ids) >= width * windows:
-            break
-    feeds = []
-    for a in range(0, min(len(ids), width * windows), width):
-        row = np.asarray([*prefix, *ids[a : a + width], *suffix], dtype=np.int64)[None]
-        feeds.append({"input_ids": row, "attention_mask": np.ones_like(row)})
-    return feeds
-
-
-def quantize_int8(model: Any) -> Any:
-    """Dynamic int8 (per-channel weights) for the encoder's linear layers.
-
-    Two kinds stay in full precision because int8 there moves the keep scores most:
-    the feed-forward down-projections (their GELU inputs have outliers that per-tensor
-    activation scales crush) and the classifier itself (tiny, and its logits are the score).
-    """
-    import warnings
-
-    import torch
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    head = {n for n, _ in model.named_children()} - {"dropout"}
-    spec = {
-        name: per_channel_dynamic_qconfig
-        for name, mod in model.named_modules()
-        if isinstance(mod, torch.nn.Linear)
-        and name not in head
-        and not (name.endswith("output.dense") and "attention" not in name)
-    }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao's deprecation notice, once per load
-        return quantize_dynamic(model, spec, dtype=torch.qint8)
-
-
-# ------------------------------------------------------------------ reader tokens
-
-_byte_tables: dict[str, np.ndarray] = {}
-
-
-def _tiktoken_bytes(enc: Any) -> np.ndarray:
-    table = _byte_tables.get(enc.name)
-    if table is None:
-        table = np.zeros(enc.n_vocab, dtype=np.int64)
-        for i in range(enc.n_vocab):  # once per encoding
-            with contextlib.suppress(KeyError):
-                table[i] = len(enc.decode_single_token_bytes(i))
-        _byte_tables[enc.name] = table
-    return table
-
-
-def reader_token_starts(reader: Any, text: str, cps: np.ndarray) -> np.ndarray | None:
-    """Character offset where each reader token starts (None: tokenizer gives no offsets)."""
-    enc = getattr(reader, "_enc", None)
-    if enc is not None:
-        ids = np.asarray(enc.encode_ordinary(text), dtype=np.int64)
-        if ids.size == 0:
-            return np.zeros(0, dtype=np.int64)
-        lens = _tiktoken_bytes(enc)[ids]
-        byte_start = np.concatenate(([0], np.cumsum(lens)[:-1]))
-        char_bytes = np.where(
-            cps < 0x80, 1, np.where(cps < 0x800, 2, np.where(cps < 0x10000, 3, 4))
-        )
-        char_start = np.concatenate(([0], np.cumsum(char_bytes)[:-1]))
-        return np.searchsorted(char_start, byte_start, side="right") - 1
-    fast = getattr(reader, "_fast", None)
-    if fast is not None:
-        offsets = fast.encode(text, add_special_tokens=False).offsets
-        return np.asarray([s for s, _ in offsets], dtype=np.int64)
-    return None
-
-
-def word_costs(reader: Any, text: str, cps: np.ndarray, words: Words) -> np.ndarray:
-    """Reader tokens per word; a token belongs to the first word ending after its start."""
-    if len(words) == 0:
-        return np.zeros(0, dtype=np.int64)
-    starts = reader_token_starts(reader, text, cps)
-    if starts is None:  # a tokenizer without offsets: count word by word (slow path)
-        return np.asarray(
-            [reader.count(text[s:e]) for s, e in zip(words.start, words.end, strict=True)],
-            dtype=np.int64,
-        )
-    owner = np.minimum(np.searchsorted(words.end, starts, side="right"), len(words) - 1)
-    return np.bincount(owner, minlength=len(words)).astype(np.int64)
-
-
-def isolated_costs(reader: Any, text: str, words: Words) -> np.ndarray:
-    """Reader tokens of each word encoded on its own (LLMLingua-2's per-word weights)."""
-    pieces = [text[s:e] for s, e in zip(words.start.tolist(), words.end.tolist(), strict=True)]
-    enc = getattr(reader, "_enc", None)
-    if enc is not None:
-        return np.fromiter(map(len, enc.encode_ordinary_batch(pieces)), np.int64, len(pieces))
-    fast = getattr(reader, "_fast", None)
-    if fast is not None:
-        encs = fast.encode_batch(pieces, add_special_tokens=False)
-        return np.fromiter((len(e.ids) for e in encs), np.int64, len(pieces))
-    return np.asarray([reader.count(p) for p in pieces], dtype=np.int64)
-
 
 # ------------------------------------------------------------------ per context
 
@@ -573,7 +209,7 @@ class TokenClassificationCompressor(BaseCompressor):
                 ctx.forced |= digit[words.end] - digit[words.start] > 0
             ctx.banned = np.zeros(len(words), dtype=bool)
             if self.drop_consecutive and len(words) > 1:
-                ctx.banned = _repeated_separators(ctx.ids, words, rule.punct) & ~ctx.forced
+                ctx.banned = repeated_separators(ctx.ids, words, rule.punct) & ~ctx.forced
             ctx.chunks = self._chunk(ctx, lm, space)
 
     def _chunk(self, ctx: _Context, lm: LoadedModel, space: np.ndarray) -> list[tuple[int, int]]:
@@ -585,7 +221,7 @@ class TokenClassificationCompressor(BaseCompressor):
         if n <= limit:
             return [(0, n)]
         if self.per_chunk:
-            return _llmlingua_chunks(ctx.ids, _chunk_end_table(lm), limit)
+            return _llmlingua_chunks(ctx.ids, vocab_pieces(lm.tokenizer).chunk_end, limit)
         first_tokens = ctx.words.first_token
         ends = np.asarray([u.end for u in split_sentences(ctx.text)], dtype=np.int64)
         boundary = np.unique(
@@ -652,7 +288,7 @@ class TokenClassificationCompressor(BaseCompressor):
                 hidden = outputs.hidden_states[-1].float().cpu().numpy() if pooled else None
                 for row, (owner, a, b, ids) in enumerate(batch):
                     lo = prefix.size
-                    if isinstance(owner, _Context):
+                    if isinstance(owner, _Context) and owner.probs is not None:
                         owner.probs[a:b] = probs[row, lo : lo + ids.size]
                     if hidden is not None:
                         vec = hidden[row, lo : lo + ids.size].sum(axis=0)
@@ -719,7 +355,7 @@ class TokenClassificationCompressor(BaseCompressor):
             for i, t in zip(enc.ids, enc.tokens, strict=True)
             if not rule.punct[i]
             and len(t.strip("#▁Ġ")) >= 3
-            and t.strip("#▁Ġ").lower() not in _STOPWORDS
+            and t.strip("#▁Ġ").lower() not in STOPWORDS
         ]
         words = ctx.words
         if not qids or words is None or not len(words):
@@ -769,11 +405,11 @@ class TokenClassificationCompressor(BaseCompressor):
         ``int(100 * (1 - rate) + 1)`` of those weights; a word stays if its score is
         above it."""
         words = ctx.words
-        assert words is not None and ctx.cost is not None and ctx.forced is not None
+        assert words is not None and ctx.forced is not None and ctx.banned is not None
         asked = request.budget.rate
         rate = float(asked) if asked is not None else request.budget.requested_rate(total)
         keep = np.zeros(len(words), dtype=bool)
-        alone = _piece_costs(self.tokenizer, ctx, self.loaded)
+        alone = piece_costs(self.tokenizer, ctx.text, ctx.ids, words, self.loaded.tokenizer)
         word_chunk_start = np.searchsorted(words.first_token, [a for a, _ in ctx.chunks])
         bounds = [*word_chunk_start.tolist(), len(words)]
         for lo, hi in itertools.pairwise(bounds):
@@ -796,8 +432,9 @@ class TokenClassificationCompressor(BaseCompressor):
         extra: dict[str, Any],
     ) -> Compressed:
         """One threshold for the whole request, checked against the real joined text."""
-        owners = np.concatenate([np.full(scores[i].size, i) for i in active] or [np.zeros(0)])
-        index = np.concatenate([np.arange(scores[i].size) for i in active] or [np.zeros(0)])
+        none = [np.zeros(0, dtype=np.int64)]
+        owners = np.concatenate([np.full(scores[i].size, i) for i in active] or none)
+        index = np.concatenate([np.arange(scores[i].size) for i in active] or none)
         score = np.concatenate([scores[i] for i in active] or [np.zeros(0)])
         forced = np.concatenate([ctxs[i].forced for i in active] or [np.zeros(0, bool)])
         banned = np.concatenate([ctxs[i].banned for i in active] or [np.zeros(0, bool)])
@@ -877,30 +514,6 @@ class TokenClassificationCompressor(BaseCompressor):
         return spans
 
 
-_END_TABLES: dict[int, tuple[Any, np.ndarray, np.ndarray]] = {}
-
-
-def _vocab_tables(lm: LoadedModel) -> tuple[np.ndarray, np.ndarray]:
-    """Per id: the piece text (object array) and whether it ends an LLMLingua-2 chunk."""
-    cached = _END_TABLES.get(id(lm.tokenizer))
-    if cached is None or cached[0] is not lm.tokenizer:
-        size = len(lm.tokenizer)
-        pieces = np.asarray(
-            [p or "" for p in lm.tokenizer.convert_ids_to_tokens(list(range(size)))], dtype=object
-        )
-        bare = [p.lstrip("#\u2581\u0120") for p in pieces]
-        ends = np.asarray(
-            [b == "." or "\n" in p or p == "\u010a" for b, p in zip(bare, pieces, strict=True)]
-        )
-        cached = (lm.tokenizer, pieces, ends)
-        _END_TABLES[id(lm.tokenizer)] = cached
-    return cached[1], cached[2]
-
-
-def _chunk_end_table(lm: LoadedModel) -> np.ndarray:
-    return _vocab_tables(lm)[1]
-
-
 def _llmlingua_chunks(ids: np.ndarray, ends: np.ndarray, limit: int) -> list[tuple[int, int]]:
     """LLMLingua-2's chunks: each ends after the last "."/newline token that fits the window
     (a window without one is cut at its limit)."""
@@ -920,33 +533,3 @@ def _llmlingua_chunks(ids: np.ndarray, ends: np.ndarray, limit: int) -> list[tup
         chunks.append((a, b))
         a = b
     return chunks
-
-
-def _piece_costs(reader: Any, ctx: _Context, lm: LoadedModel) -> np.ndarray:
-    """Reader tokens of each word's tokenizer text: its pieces joined, continuation
-    markers ("##") removed (LLMLingua-2's per-word weight). Byte-level vocabularies
-    (which llmlingua does not support) use the word's own text."""
-    words = ctx.words
-    assert words is not None
-    rule = word_rule(lm.tokenizer)
-    if rule.scheme not in ("wordpiece", "sentencepiece"):
-        return isolated_costs(reader, ctx.text, words)
-    pieces, _ = _vocab_tables(lm)
-    toks = pieces[ctx.ids].tolist()
-    if rule.scheme == "wordpiece":
-        toks = [t[2:] if t.startswith("##") else t for t in toks]
-    bounds = [*words.first_token.tolist(), len(toks)]
-    texts = ["".join(toks[a:b]) for a, b in itertools.pairwise(bounds)]
-    enc = getattr(reader, "_enc", None)
-    if enc is not None:
-        return np.fromiter(map(len, enc.encode_ordinary_batch(texts)), np.int64, len(texts))
-    return np.asarray([reader.count(t) for t in texts], dtype=np.int64)
-
-
-def _repeated_separators(ids: np.ndarray, words: Words, punct: np.ndarray) -> np.ndarray:
-    """Words repeating the previous word's separator (e.g. the 2nd..nth '-' of '-----')."""
-    n_tokens = np.diff(np.concatenate((words.first_token, [ids.size])))
-    sig = np.where(n_tokens == 1, ids[words.first_token], -1)
-    sep = (sig >= 0) & punct[np.maximum(sig, 0)]
-    same = np.concatenate(([False], sig[1:] == sig[:-1]))
-    return sep & same

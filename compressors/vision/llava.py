@@ -22,11 +22,10 @@ from typing import Any
 import torch
 
 from ctxzip.budget import Budget
+from ctxzip.compressors.vision.backbone import converted_folder, dinov2_small_config
+from ctxzip.compressors.vision.hooks import MergeHandle, QKCapture, find_layers, install_merging
+from ctxzip.compressors.vision.tokens import TokenState, merge_schedule, select_tokens
 from ctxzip.errors import InputError
-
-from ctxzip.compressors.vision.merge import MergeHandle, find_layers, install_merging
-from ctxzip.compressors.vision.select import QKCapture, select_tokens
-from ctxzip.compressors.vision.tokens import TokenState, merge_schedule
 
 METHODS = ("select", "merge")
 
@@ -262,8 +261,6 @@ def build_test_llava(
         LlavaForConditionalGeneration,
     )
 
-    from ctxzip.compressors.vision.backbone import converted_folder, dinov2_small_config
-
     text = LlamaConfig(
         vocab_size=vocab,
         hidden_size=hidden,
@@ -279,7 +276,7 @@ def build_test_llava(
     config = LlavaConfig(
         vision_config=dinov2_small_config(),
         text_config=text,
-        image_token_id=vocab - 1,
+        image_token_index=vocab - 1,
         vision_feature_layer=-2,
         vision_feature_select_strategy="default",
         projector_hidden_act="gelu",

@@ -1,200 +1,23 @@
 """`vision-merge`: ToMe-style token merging inside a Hugging Face ViT-family encoder.
 
-`install_merging(model, plan)` finds the encoder's transformer layers (DINOv2, ViT, CLIP
-vision, SigLIP vision) and gives each *instance* its own `forward` (an instance attribute,
-so the class and every other model stay untouched) that merges tokens between attention and
-MLP, as the paper places it. Keys are captured by a forward hook on the layer's `k_proj`;
-proportional attention (log of token sizes) goes in through the layer's additive
-`attention_mask`, so eager and SDPA attention both work. `handle.remove()` restores the
-original forwards. A layer whose merge count is zero and that runs before any merge calls
-the original forward, so an all-zero plan is bit-identical to the unmodified encoder.
+The merging itself is installed on the encoder's layers by `install_merging` (see
+`ctxzip.compressors.vision.hooks`); this module plans how many tokens each layer merges for a
+budget and puts it behind the vision compressor interface.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
-from torch import nn
 
 from ctxzip.budget import Budget
-
 from ctxzip.compressors.vision.base import VisionCompressor, VisionRequest
-from ctxzip.compressors.vision.tokens import (
-    SCHEDULES,
-    TokenState,
-    as_list,
-    bipartite_merge,
-    head_mean,
-    merge_schedule,
-    proportional_attention_mask,
-)
-
-Parts = tuple[
-    nn.Module, nn.Module, Callable[[Any], Any], nn.Module, nn.Module, Callable[[Any], Any]
-]
-
-
-def _identity(x: Any) -> Any:
-    return x
-
-
-def layer_parts(layer: nn.Module) -> Parts:
-    """(norm1, attention, after_attention, norm2, mlp, after_mlp) for the known layer layouts."""
-    if hasattr(layer, "norm1") and hasattr(layer, "layer_scale1"):  # DINOv2
-
-        def after1(h: Any) -> Any:
-            return layer.drop_path(layer.layer_scale1(h))
-
-        def after2(h: Any) -> Any:
-            return layer.drop_path(layer.layer_scale2(h))
-
-        return layer.norm1, layer.attention, after1, layer.norm2, layer.mlp, after2
-    if hasattr(layer, "layernorm_before"):  # ViT
-        return (
-            layer.layernorm_before,
-            layer.attention,
-            layer.dropout,
-            layer.layernorm_after,
-            layer.mlp,
-            layer.dropout,
-        )
-    if hasattr(layer, "layer_norm1") and hasattr(layer, "self_attn"):  # CLIP / SigLIP vision
-        return (
-            layer.layer_norm1,
-            layer.self_attn,
-            _identity,
-            layer.layer_norm2,
-            layer.mlp,
-            _identity,
-        )
-    raise TypeError(f"token merging does not know the layer type {type(layer).__name__}")
-
-
-def find_layers(model: nn.Module) -> nn.ModuleList:
-    """The first ModuleList of transformer layers (each with a `k_proj`) inside `model`."""
-    for module in model.modules():
-        if isinstance(module, nn.ModuleList) and len(module) > 0:
-            first = module[0]
-            if any(name.endswith("k_proj") for name, _ in first.named_modules()):
-                layer_parts(first)  # raises for unknown layouts
-                return module
-    raise TypeError(f"no ViT-family encoder layers found in {type(model).__name__}")
-
-
-def _submodule(layer: nn.Module, suffix: str) -> nn.Module:
-    for name, module in layer.named_modules():
-        if name.endswith(suffix):
-            return module
-    raise TypeError(f"{type(layer).__name__} has no {suffix}")
-
-
-def attention_heads(layer: nn.Module) -> int:
-    attn = layer_parts(layer)[1]
-    for attr in ("num_attention_heads", "num_heads"):
-        if hasattr(attn, attr):
-            return int(getattr(attn, attr))
-    config = getattr(attn, "config", None)
-    return int(config.num_attention_heads)
-
-
-@dataclass
-class MergeHandle:
-    """Merging installed on one model instance; change `plan` between calls, then `remove()`."""
-
-    layers: nn.ModuleList
-    plan: list[int]
-    prop_attn: bool = True
-    state: TokenState | None = None
-    n_heads: int = 1
-    _hooks: list[Any] = field(default_factory=list)
-    _keys: dict[int, torch.Tensor] = field(default_factory=dict)
-
-    def set_plan(self, plan: int | Sequence[int]) -> None:
-        self.plan = as_list(plan, len(self.layers))
-
-    def tokens_after(self, n_tokens: int, n_layers: int | None = None) -> int:
-        """How many tokens are left after the first `n_layers` layers (all by default)."""
-        plan = self.plan if n_layers is None else self.plan[:n_layers]
-        for r in plan:
-            n_tokens -= min(r, (n_tokens - 1) // 2)
-        return n_tokens
-
-    def remove(self) -> None:
-        for hook in self._hooks:
-            hook.remove()
-        self._hooks.clear()
-        for layer in self.layers:
-            layer.__dict__.pop("forward", None)
-            layer.__dict__.pop("_ctxzip_merge", None)
-        self.state = None
-
-    def __enter__(self) -> MergeHandle:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
-
-
-def install_merging(
-    model: nn.Module, plan: int | Sequence[int] = 0, prop_attn: bool = True
-) -> MergeHandle:
-    """Install ToMe merging on `model`'s encoder layers (this instance only)."""
-    layers = find_layers(model)
-    if any("_ctxzip_merge" in layer.__dict__ for layer in layers):
-        raise RuntimeError("token merging is already installed on this model")
-    handle = MergeHandle(
-        layers, as_list(plan, len(layers)), prop_attn, n_heads=attention_heads(layers[0])
-    )
-    for index, layer in enumerate(layers):
-        k_proj = _submodule(layer, "k_proj")
-
-        def keep_keys(_m: nn.Module, _i: Any, out: torch.Tensor, index: int = index) -> None:
-            handle._keys[index] = out
-
-        handle._hooks.append(k_proj.register_forward_hook(keep_keys))
-        original = layer.forward  # the bound class method
-        layer.__dict__["_ctxzip_merge"] = True
-        layer.__dict__["forward"] = _merging_forward(layer, index, original, handle)
-    return handle
-
-
-def _merging_forward(
-    layer: nn.Module, index: int, original: Callable[..., Any], handle: MergeHandle
-) -> Callable[..., Any]:
-    norm1, attention, after1, norm2, mlp, after2 = layer_parts(layer)
-
-    def forward(
-        hidden_states: torch.Tensor, attention_mask: Any = None, *args: Any, **kwargs: Any
-    ) -> Any:
-        if index == 0:
-            handle.state = None
-        r = handle.plan[index]
-        if handle.state is None and r == 0:
-            out = original(hidden_states, attention_mask, *args, **kwargs)
-            handle._keys.pop(index, None)
-            return out
-        state = handle.state or TokenState.start(hidden_states)
-        mask = attention_mask
-        if handle.prop_attn and handle.state is not None:
-            prop = proportional_attention_mask(state.sizes, hidden_states.dtype)
-            mask = prop if mask is None else mask + prop
-        residual = hidden_states
-        h, _ = attention(norm1(hidden_states), mask, **kwargs)
-        hidden_states = after1(h) + residual
-        if r > 0:
-            metric = head_mean(handle._keys.pop(index), handle.n_heads)
-            state = bipartite_merge(TokenState(hidden_states, state.sizes, state.source), metric, r)
-            hidden_states = state.tokens
-        handle._keys.pop(index, None)
-        handle.state = state
-        out = after2(mlp(norm2(hidden_states))) + hidden_states
-        handle.state = TokenState(out, state.sizes, state.source)
-        return out
-
-    return forward
+from ctxzip.compressors.vision.hooks import install_merging
+from ctxzip.compressors.vision.reader.model import answer_requests
+from ctxzip.compressors.vision.tokens import SCHEDULES, TokenState, as_list, merge_schedule
+from ctxzip.result import CompressionRequest, CompressionResult
 
 
 def plan_for(n_tokens: int, budget: Budget, n_layers: int, schedule: str) -> tuple[list[int], int]:
@@ -210,7 +33,7 @@ class VisionMergeCompressor(VisionCompressor):
     `merge_schedule`); `r` overrides it with explicit per-layer counts (ToMe's `model.r`).
     """
 
-    name = "vision-merge"
+    name: ClassVar[str] = "vision-merge"
 
     def __init__(
         self,
@@ -248,6 +71,13 @@ class VisionMergeCompressor(VisionCompressor):
         if target and tokens.shape[1] > target:
             reason = f"merging stops at {tokens.shape[1]} tokens (half per layer at most)"
         return TokenState(tokens, state.sizes, state.source), reason
+
+    def eval_answers(
+        self, requests: Sequence[CompressionRequest], reader: Any
+    ) -> list[tuple[CompressionResult, Mapping[str, Any]]]:
+        """The eval harness hook (`ctxzip eval -d easy-vqa`): merging inside the image reader
+        built around the harness's local reader model (see `vision.reader.model`)."""
+        return answer_requests(self, requests, reader, "merge", schedule=self.schedule)
 
     def close(self) -> None:
         """Remove the merging hooks from the model."""

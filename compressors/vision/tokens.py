@@ -5,7 +5,8 @@
   the keys, merge the `r` best-matched A tokens into their partners by a size-weighted average.
 - `select_dominant_contextual`: VisionZip (Yang et al., CVPR 2025): keep the tokens the CLS
   token attends to most ("dominant"), then fold the rest into a few "contextual" tokens by key
-  similarity to evenly spaced targets.
+  similarity to evenly spaced targets. `select_tokens` does it from an encoder layer's captured
+  q/k projections, optionally mixed with similarity to a question vector (`guided_scores`).
 
 Every function keeps three things in step: the tokens `[B, N, C]`, their sizes `[B, N]` (how many
 original patches each token stands for; they always sum to the original count) and `source`
@@ -238,6 +239,55 @@ def head_mean(keys: torch.Tensor, n_heads: int) -> torch.Tensor:
     """Keys `[B, N, H*D]` averaged over heads to `[B, N, D]` (ToMe's similarity metric)."""
     b, n, hd = keys.shape
     return keys.view(b, n, n_heads, hd // n_heads).mean(dim=2)
+
+
+def _minmax(x: torch.Tensor) -> torch.Tensor:
+    lo = x.min(dim=-1, keepdim=True).values
+    hi = x.max(dim=-1, keepdim=True).values
+    return (x - lo) / (hi - lo).clamp_min(1e-12)
+
+
+def guided_scores(
+    attention: torch.Tensor, tokens: torch.Tensor, query_vec: torch.Tensor, weight: float
+) -> torch.Tensor:
+    """CLS attention mixed with cosine similarity to a question vector (both min-max scaled)."""
+    sim = torch.nn.functional.cosine_similarity(
+        tokens.float(), query_vec.float().reshape(-1, 1, tokens.shape[-1]), dim=-1
+    )
+    return (1 - weight) * _minmax(attention.float()) + weight * _minmax(sim)
+
+
+def select_tokens(
+    tokens: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    n_heads: int,
+    n_keep: int,
+    *,
+    has_cls: bool = True,
+    dominant_share: float = 54 / 64,
+    query_vec: torch.Tensor | None = None,
+    text_weight: float = 0.5,
+    guide_tokens: torch.Tensor | None = None,
+) -> TokenState:
+    """Reduce `tokens` `[B, N, C]` to `n_keep` tokens from the captured q/k of the same N tokens.
+
+    When `has_cls` is false (LLaVA's default feature strategy drops CLS), q/k must still include
+    CLS at index 0 and `tokens` must be the N-1 patch tokens. `guide_tokens` (default `tokens`)
+    are what the question vector is compared with, e.g. the tokens after a LLaVA projector.
+    """
+    attention = cls_attention(q, k, n_heads)  # [B, N]
+    keys = head_mean(k, n_heads)
+    if not has_cls:
+        attention, keys = attention[:, 1:], keys[:, 1:]
+    if query_vec is not None:
+        guide = tokens if guide_tokens is None else guide_tokens
+        attention = guided_scores(attention, guide, query_vec, text_weight)
+    body = n_keep - int(has_cls)
+    dominant, contextual = split_budget(max(0, body), dominant_share)
+    return select_dominant_contextual(
+        tokens, attention, keys, dominant, contextual, keep_first=has_cls
+    )
 
 
 def split_budget(n_keep: int, dominant_share: float = 54 / 64) -> tuple[int, int]:

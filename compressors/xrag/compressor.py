@@ -27,6 +27,9 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+
+from ctxzip.budget import Budget
+from ctxzip.compressor import BaseCompressor, Compressed
 from ctxzip.compressors.reader_prompt import SYSTEM_PROMPT, USER_TEMPLATE
 from ctxzip.compressors.xrag.inject import PLACEHOLDER, chat_prompt, encode_with_slots, generate
 from ctxzip.compressors.xrag.projector import (
@@ -38,14 +41,13 @@ from ctxzip.compressors.xrag.projector import (
     load_projector,
     same_model,
 )
-
-from ctxzip.compressor import BaseCompressor, Compressed
 from ctxzip.errors import InputError
+from ctxzip.models import MINILM, SMOLLM, load_causal_lm, load_sentence_transformer
 from ctxzip.result import CompressionRequest, CompressionResult
 from ctxzip.units import split_sentences
 
-DEFAULT_LM = "HuggingFaceTB/SmolLM2-135M-Instruct"
-DEFAULT_RETRIEVER = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_LM = SMOLLM
+DEFAULT_RETRIEVER = MINILM
 # Stage 2 trains in the readers' one question format, the one `answer()` asks in.
 QA_SYSTEM = SYSTEM_PROMPT
 QA_USER = USER_TEMPLATE
@@ -75,6 +77,7 @@ class XragCompressor(BaseCompressor):
     """Documents as soft tokens for a local causal LM (see the module docstring)."""
 
     name: ClassVar[str] = "xrag"
+    kind: ClassVar[str] = "soft-token"
 
     def __init__(
         self,
@@ -145,8 +148,6 @@ class XragCompressor(BaseCompressor):
 
     def lm(self) -> tuple[Any, Any]:
         if self._lm is None:
-            from ctxzip.models import load_causal_lm
-
             self._lm, self._lm_tok = load_causal_lm(
                 self.lm_id, device=self.device_name, dtype=self.dtype_name
             )
@@ -170,13 +171,11 @@ class XragCompressor(BaseCompressor):
             words = text.split()
             size = math.ceil(len(words) / k)
             return [" ".join(words[i : i + size]) for i in range(0, len(words), size)]
-        size = len(units) / k
-        return [" ".join(units[round(i * size) : round((i + 1) * size)]).strip() for i in range(k)]
+        step = len(units) / k
+        return [" ".join(units[round(i * step) : round((i + 1) * step)]).strip() for i in range(k)]
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         """Retriever vectors (L2-normalised, as the store keeps them)."""
-        from ctxzip.models import load_sentence_transformer
-
         model = load_sentence_transformer(self.retriever_id, device=self.device_name)
         vecs = model.encode(
             list(texts),
@@ -250,8 +249,6 @@ class XragCompressor(BaseCompressor):
             raise InputError(f"document id {exc.args[0]!r} is not in the store") from exc
         soft = self.project(vectors)
         tokens_in = self.count(texts)
-        from ctxzip.budget import Budget
-
         return CompressionResult(
             texts=[PLACEHOLDER] * len(ids),
             kept=[[] for _ in ids],

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,10 +22,13 @@ import torch
 from torch import nn
 
 from ctxzip.errors import InputError, ModelNotFoundError
-from ctxzip.models import canonical_id
-from ctxzip.weights import base_path, shipped
+from ctxzip.models import MINILM, SMOLLM, canonical_id, resolve_model
+from ctxzip.weights import base_path, load_weights, save_weights, shipped
+from ctxzip.weights import read_manifest as read_weights_manifest
 
 MANIFEST_VERSION = 1
+PAPER_RETRIEVER = "Salesforce/SFR-Embedding-Mistral"
+"""The retriever of the paper's released projectors (not a ctxzip default)."""
 SHIPPED = base_path(shipped("ctxzip.compressors.xrag", "weights/xrag_minilm_smollm2.safetensors"))
 """The shipped projector (.safetensors + .json + .heldout.jsonl share this base name)."""
 
@@ -98,7 +100,7 @@ class Projector(nn.Module):
                 f"embedding size {embeddings.shape[-1]} does not match the projector's "
                 f"retriever size {self.retriever_dim}"
             )
-        out = self.projector(embeddings.to(self.projector[0].weight.dtype))
+        out = self.projector(embeddings.to(next(self.projector.parameters()).dtype))
         if self.scaled:
             rms = out.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
             out = out / rms * self.log_scale.exp()
@@ -120,33 +122,13 @@ def new_projector(manifest: ProjectorManifest, lm: Any | None = None) -> Project
 
 def save_projector(projector: Projector, manifest: ProjectorManifest, path: str | Path) -> Path:
     """Write ``path.safetensors`` and ``path.json`` atomically; returns the weights path."""
-    from safetensors.torch import save_file
-
-    base = Path(str(path).removesuffix(".safetensors"))
-    base.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().float().contiguous().cpu() for k, v in projector.state_dict().items()}
-    for suffix, write in (
-        (".safetensors", lambda p: save_file(tensors, p, metadata={"format": "pt"})),
-        (".json", lambda p: Path(p).write_text(manifest.to_json() + "\n")),
-    ):
-        fd, tmp = tempfile.mkstemp(dir=base.parent, prefix=".tmp-", suffix=suffix)
-        os.close(fd)
-        try:
-            write(tmp)
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; checkpoints are shareable
-            os.replace(tmp, str(base) + suffix)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return Path(str(base) + ".safetensors")
+    tensors = {k: v.detach().float() for k, v in projector.state_dict().items()}
+    return save_weights(path, tensors, asdict(manifest))
 
 
 def read_manifest(path: str | Path) -> ProjectorManifest:
-    base = Path(str(path).removesuffix(".safetensors").removesuffix(".json"))
-    file = Path(str(base) + ".json")
-    if not file.exists():
-        raise ModelNotFoundError(f"projector manifest {file} not found")
-    return ProjectorManifest.from_dict(json.loads(file.read_text()))
+    """The manifest beside a projector checkpoint (``path`` with or without a suffix)."""
+    return ProjectorManifest.from_dict(read_weights_manifest(path))
 
 
 def load_projector(
@@ -155,12 +137,9 @@ def load_projector(
     lm: str | None = None,
 ) -> tuple[Projector, ProjectorManifest]:
     """Load a checkpoint; when `retriever`/`lm` are given they must match its manifest."""
-    from safetensors.torch import load_file
-
-    manifest = read_manifest(path)
-    check_pair(manifest, retriever, lm)
-    base = Path(str(path).removesuffix(".safetensors").removesuffix(".json"))
-    state = load_file(str(base) + ".safetensors")
+    check_pair(read_manifest(path), retriever, lm)  # a wrong pair fails before any tensor loads
+    state, data = load_weights(path)
+    manifest = ProjectorManifest.from_dict(data)
     projector = Projector(manifest.retriever_dim, manifest.lm_dim, manifest.layers, manifest.scaled)
     projector.load_state_dict(state)
     return projector.eval(), manifest
@@ -189,13 +168,10 @@ def same_model(a: str, b: str) -> bool:
 
 # Known (retriever, LM) pairs and where their projector lives.
 PAIRS: dict[tuple[str, str], str] = {
-    (
-        "sentence-transformers/all-MiniLM-L6-v2",
-        "HuggingFaceTB/SmolLM2-135M-Instruct",
-    ): str(SHIPPED),
+    (MINILM, SMOLLM): str(SHIPPED),
     # The paper's pair: projector inside the LM checkpoint (see load_paper_projector).
-    ("Salesforce/SFR-Embedding-Mistral", "Hannibal046/xrag-7b"): "paper:Hannibal046/xrag-7b",
-    ("Salesforce/SFR-Embedding-Mistral", "Hannibal046/xrag-moe"): "paper:Hannibal046/xrag-moe",
+    (PAPER_RETRIEVER, "Hannibal046/xrag-7b"): "paper:Hannibal046/xrag-7b",
+    (PAPER_RETRIEVER, "Hannibal046/xrag-moe"): "paper:Hannibal046/xrag-moe",
 }
 
 
@@ -212,7 +188,7 @@ def find_pair(retriever: str, lm: str) -> str | None:
 
 
 def load_paper_projector(
-    checkpoint: str | Path, retriever: str = "Salesforce/SFR-Embedding-Mistral"
+    checkpoint: str | Path, retriever: str = PAPER_RETRIEVER
 ) -> tuple[Projector, ProjectorManifest]:
     """The projector from an xRAG release folder (``XMistralForCausalLM`` weights).
 
@@ -220,8 +196,6 @@ def load_paper_projector(
     the paper's projector is unscaled (``mlp2x_gelu``) and its LM is the same folder.
     """
     from safetensors import safe_open
-
-    from ctxzip.models import resolve_model
 
     folder = Path(resolve_model(str(checkpoint)))
     if not folder.is_dir():

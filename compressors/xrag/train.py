@@ -25,14 +25,19 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import click
 import torch
 import torch.nn.functional as F
-from ctxzip.compressors.xrag.compressor import QA_SYSTEM, QA_USER  # stage 2 asks in the reader's format
-from ctxzip.corpus import load_corpus
+from tqdm.auto import tqdm
+
+from ctxzip.compressors.xrag.compressor import (  # stage 2 asks in the reader's format
+    QA_SYSTEM,
+    QA_USER,
+)
 from ctxzip.compressors.xrag.inject import (
     PLACEHOLDER,
     chat_prompt,
@@ -48,8 +53,17 @@ from ctxzip.compressors.xrag.projector import (
     new_projector,
     save_projector,
 )
-
-from ctxzip.models import canonical_id, load_causal_lm, load_sentence_transformer, pick_device
+from ctxzip.corpus import load_corpus
+from ctxzip.errors import CtxzipError, InputError, ModelNotFoundError
+from ctxzip.models import (
+    MINILM,
+    SMOLLM,
+    canonical_id,
+    load_causal_lm,
+    load_sentence_transformer,
+    pick_device,
+)
+from ctxzip.weights import load_weights, save_weights, write_atomic
 
 STAGE1_TEMPLATE = "Background: " + PLACEHOLDER + " means the same as"
 QUESTIONS_TOPIC = (
@@ -70,8 +84,8 @@ QUESTIONS_API = (
 class TrainConfig:
     """Settings; the defaults finish stage 1 + a short stage 2 in under an hour on 1 CPU core."""
 
-    retriever: str = "sentence-transformers/all-MiniLM-L6-v2"
-    lm: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    retriever: str = MINILM
+    lm: str = SMOLLM
     corpus: str = "stdlib"
     out: str = "runs/xrag"
     stage: str = "1"  # "1", "2" or "1+2"
@@ -94,6 +108,10 @@ class TrainConfig:
     eval_n: int = 32
     init: str | None = None  # a projector to start from (stage 2 defaults to stage 1's best)
     progress: bool = True
+
+
+def _write_json(data: Any, path: str) -> None:
+    Path(path).write_text(json.dumps(data))
 
 
 def _log(out: Path, row: dict[str, Any]) -> None:
@@ -196,8 +214,6 @@ class Trainer:
             p.requires_grad_(False)
         self.passages = load_corpus(cfg.corpus, self.count)
         if len(self.passages) < 16:
-            from ctxzip.errors import InputError
-
             raise InputError(f"corpus {cfg.corpus!r} has {len(self.passages)} passages; need 16+")
         self.train_idx = [i for i, p in enumerate(self.passages) if not p.heldout()]
         self.held_idx = [i for i, p in enumerate(self.passages) if p.heldout()]
@@ -213,14 +229,15 @@ class Trainer:
 
     def _embeddings(self) -> torch.Tensor:
         """Retriever vectors for every passage, cached on disk (L2-normalised, as the store keeps)."""
-        from safetensors.torch import load_file, save_file
-
         digest = hashlib.sha1(
             (canonical_id(self.cfg.retriever) + "".join(p.key for p in self.passages)).encode()
         ).hexdigest()[:16]
-        path = self.out / f"embeddings-{digest}.safetensors"
-        if path.exists():
-            return load_file(str(path))["embeddings"]
+        path = self.out / f"embeddings-{digest}"
+        try:
+            cached, _ = load_weights(path)
+            return cached["embeddings"]
+        except ModelNotFoundError:  # not computed yet (or an interrupted write)
+            pass
         model = load_sentence_transformer(self.cfg.retriever, device=self.device)
         vecs = model.encode(
             [p.text for p in self.passages],
@@ -230,7 +247,8 @@ class Trainer:
             show_progress_bar=self.cfg.progress,
         )
         vecs = vecs.float().cpu()
-        save_file({"embeddings": vecs.contiguous()}, str(path))
+        manifest = {"retriever": canonical_id(self.cfg.retriever), "passages": len(self.passages)}
+        save_weights(path, {"embeddings": vecs}, manifest)
         return vecs
 
     def manifest(self, stage: str, extra: dict[str, Any] | None = None) -> ProjectorManifest:
@@ -406,8 +424,6 @@ class Trainer:
         self._load_optim(opt, folder)
         cache: dict[int, tuple[torch.Tensor, ...]] = {}
         t0, last_save = time.time() - state["seconds"], time.time()
-        from tqdm.auto import tqdm
-
         bar = tqdm(
             total=steps, initial=state["step"], desc=f"xrag stage {stage}", disable=not cfg.progress
         )
@@ -416,7 +432,7 @@ class Trainer:
             state["seconds"] = time.time() - t0
             save_projector(projector, self.manifest(stage, {"steps_done": state["step"]}), last)
             self._save_optim(opt, folder)
-            (folder / "state.json").write_text(json.dumps(state))
+            write_atomic(folder / "state.json", partial(_write_json, state))
 
         def evaluate() -> None:
             """Probe; keep the best checkpoint (stage 2: the lowest held-out QA loss among
@@ -475,8 +491,7 @@ class Trainer:
         return Path(str(best) + ".safetensors")
 
     def _save_optim(self, opt: torch.optim.Optimizer, folder: Path) -> None:
-        from safetensors.torch import save_file
-
+        """The optimizer's moments as ``optim.safetensors`` (+ its step counts in ``optim.json``)."""
         tensors: dict[str, torch.Tensor] = {}
         steps: dict[str, float] = {}
         for n, st in opt.state_dict()["state"].items():
@@ -484,24 +499,24 @@ class Trainer:
                 if key == "step":
                     steps[str(n)] = float(value)
                 else:
-                    tensors[f"{n}.{key}"] = value.detach().cpu().contiguous()
-        save_file(tensors, str(folder / "optim.safetensors"), metadata={"steps": json.dumps(steps)})
+                    tensors[f"{n}.{key}"] = value
+        save_weights(folder / "optim", tensors, {"steps": steps})
 
     def _load_optim(self, opt: torch.optim.Optimizer, folder: Path) -> None:
-        from safetensors import safe_open
-
-        path = folder / "optim.safetensors"
-        if not path.exists() or not (folder / "state.json").exists():
+        if not (folder / "state.json").exists():
             return
-        sd = opt.state_dict()
-        with safe_open(str(path), framework="pt") as f:
-            steps = json.loads((f.metadata() or {}).get("steps", "{}"))
-            state: dict[int, dict[str, torch.Tensor]] = {}
-            for key in f.keys():  # noqa: SIM118 - safe_open is not iterable
-                n, name = key.split(".", 1)
-                state.setdefault(int(n), {})[name] = f.get_tensor(key)
+        try:
+            tensors, manifest = load_weights(folder / "optim")
+        except ModelNotFoundError:  # no optimizer state saved yet: start its moments afresh
+            return
+        steps = manifest.get("steps", {})
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            group, name = key.split(".", 1)
+            state.setdefault(int(group), {})[name] = value
         for n, st in state.items():
-            st["step"] = torch.tensor(steps.get(str(n), 0.0))
+            st["step"] = torch.tensor(float(steps.get(str(n), 0.0)))
+        sd = opt.state_dict()
         sd["state"] = state
         opt.load_state_dict(sd)
 
@@ -543,8 +558,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 @click.option("--ship", default=None, type=click.Path(), help="copy the best projector here")
 def xrag_command(ship: str | None, **options: Any) -> None:
     """Train an xRAG projector (stage 1 paraphrase, stage 2 context-aware; resumable)."""
-    from ctxzip.errors import CtxzipError
-
     if options["batch"] < 1 or options["steps1"] < 0 or options["steps2"] < 0:
         raise click.UsageError("--batch must be >= 1 and steps >= 0")
     try:

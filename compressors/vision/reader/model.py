@@ -4,7 +4,7 @@ The eval harness reads image questions (easy-vqa) through it, so the vision meth
 scored by answer accuracy against kept visual tokens. `build_llava(lm)` wraps a loaded
 causal LM (its modules are shared, not copied) with the converted DINOv2-S tower and the
 shipped projector (`vision_reader_smollm2.safetensors`, trained by `ctxzip train llava`);
-`answer_requests` is what `VisionCompressor.eval_answers` runs: it attaches
+`answer_requests` is what the vision compressors' `eval_answers` run: it attaches
 `LlavaVisionCompression` (module hooks) for the request's budget, so compression happens
 inside the reader, and generates with K image tokens per image.
 
@@ -15,8 +15,6 @@ same prompt without the image. The projector was trained with exactly that text.
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,18 +22,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ctxzip.compressors.reader_prompt import clean_answer, messages_for
 
 from ctxzip.budget import Budget
-from ctxzip.errors import InputError
-from ctxzip.weights import shipped
+from ctxzip.compressors.reader_prompt import clean_answer, messages_for
+from ctxzip.compressors.vision.backbone import converted_folder, dinov2_small_config, preprocess
+from ctxzip.compressors.vision.llava import LlavaVisionCompression
+from ctxzip.errors import InputError, ModelNotFoundError
+from ctxzip.models import SMOLLM, cached, canonical_id
 from ctxzip.result import CompressionRequest, CompressionResult
+from ctxzip.weights import load_weights, save_weights, shipped
 
-LM_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+LM_ID = SMOLLM
+"""The LM the shipped projector was trained for (the eval harness's local reader)."""
 IMAGE_SIZE = 112  # 8x8 patches of 14 px: the 64x64 easy-vqa images upscaled
 FEATURE_LAYER = -2  # LLaVA's default: the second-to-last layer's patch tokens, CLS dropped
 IMAGE_TOKEN = "<empty_output>"  # a single-token special string SmolLM2 never emits in chat
-PROJECTOR_FILE = shipped("ctxzip.compressors.vision.reader", "weights/vision_reader_smollm2.safetensors")
+PROJECTOR_FILE = shipped(
+    "ctxzip.compressors.vision.reader", "weights/vision_reader_smollm2.safetensors"
+)
 ANSWERS = (
     "circle",
     "rectangle",
@@ -76,7 +80,7 @@ def easy_vqa_records(split: str = "test") -> list[VqaRecord]:
     if split not in ("train", "test"):
         raise InputError(f"easy-vqa has the splits train and test, not {split!r}")
     try:
-        import easy_vqa  # type: ignore[import-untyped]
+        import easy_vqa
     except ImportError:
         raise InputError(
             "easy-vqa is not installed (pip install --no-deps easy-vqa==1.0)"
@@ -96,8 +100,6 @@ def easy_vqa_records(split: str = "test") -> list[VqaRecord]:
 def load_images(paths: Sequence[str], device: Any = "cpu", dtype: Any = None) -> torch.Tensor:
     """Image files to the reader's `[B, 3, 112, 112]` normalised pixels."""
     from PIL import Image
-
-    from ctxzip.compressors.vision.backbone import preprocess
 
     images = []
     for path in paths:
@@ -127,47 +129,38 @@ def new_projector(lm_hidden: int, vision_hidden: int = 384) -> torch.nn.Module:
 def _config(vision_hidden: int, lm_hidden: int, text_config: Any = None, image_id: int = 0) -> Any:
     from transformers import LlamaConfig, LlavaConfig
 
-    from ctxzip.compressors.vision.backbone import dinov2_small_config
-
     vision = dinov2_small_config()
     if vision.hidden_size != vision_hidden:
         raise ValueError(f"the ViT-S has hidden size {vision.hidden_size}, not {vision_hidden}")
     return LlavaConfig(
         vision_config=vision,
         text_config=text_config or LlamaConfig(hidden_size=lm_hidden),
-        image_token_id=image_id,
+        image_token_index=image_id,
         vision_feature_layer=FEATURE_LAYER,
         vision_feature_select_strategy="default",
         projector_hidden_act="gelu",
     )
 
 
-def load_projector(path: str | Path = PROJECTOR_FILE) -> tuple[dict[str, torch.Tensor], dict]:
+def load_projector(
+    path: str | Path = PROJECTOR_FILE,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The projector's tensors and its JSON manifest (safetensors; no pickle)."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    manifest_path = path.with_suffix(".json")
-    if not path.exists() or not manifest_path.exists():
-        raise InputError(f"no trained projector at {path} (run `ctxzip train llava`)")
-    return load_file(str(path)), json.loads(manifest_path.read_text(encoding="utf-8"))
+    try:
+        return load_weights(path)
+    except ModelNotFoundError as exc:
+        raise ModelNotFoundError(
+            f"{exc}: no trained projector (run `ctxzip train llava`)"
+        ) from None
 
 
 def save_projector(
     projector: torch.nn.Module, path: str | Path, manifest: Mapping[str, Any]
-) -> None:
-    """Write the projector in float16 safetensors plus its manifest (`<path>.json`)."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    tensors = {
-        k: v.detach().to("cpu", torch.float16).contiguous()
-        for k, v in projector.state_dict().items()
-    }
-    save_file(tensors, str(path))
-    path.with_suffix(".json").write_text(
-        json.dumps(dict(manifest), indent=2) + "\n", encoding="utf-8"
-    )
+) -> Path:
+    """Write the projector in float16 safetensors plus its manifest (`<path>.json`); returns
+    the weights file."""
+    tensors = {k: v.detach().to("cpu", torch.float16) for k, v in projector.state_dict().items()}
+    return save_weights(path, tensors, manifest)
 
 
 def build_llava(
@@ -183,8 +176,6 @@ def build_llava(
     LM's device and dtype.
     """
     from transformers import Dinov2Model, LlavaForConditionalGeneration
-
-    from ctxzip.compressors.vision.backbone import converted_folder
 
     param = next(lm.parameters())
     device, dtype = param.device, param.dtype
@@ -210,23 +201,21 @@ def build_llava(
 
 
 # -- answering ------------------------------------------------------------------------------
-_readers: dict[int, tuple[Any, Any]] = {}
-_lock = threading.Lock()
-
-
 def reader_llava(lm: Any, tokenizer: Any) -> Any:
-    """One LLaVA per loaded LM per process, around the shipped projector."""
-    with _lock:
-        if id(lm) not in _readers:
-            state, manifest = load_projector()
-            if lm.config.hidden_size != manifest.get("lm_hidden"):
-                raise InputError(
-                    f"the image reader's projector was trained for {manifest.get('lm')} "
-                    f"(hidden size {manifest.get('lm_hidden')}), not this LM "
-                    f"(hidden size {lm.config.hidden_size})"
-                )
-            _readers[id(lm)] = (build_llava(lm, tokenizer, state), lm)
-        return _readers[id(lm)][0]
+    """One LLaVA per loaded LM per process (`ctxzip.models.cached`), around the shipped
+    projector."""
+
+    def build() -> tuple[Any, Any]:
+        state, manifest = load_projector()
+        if lm.config.hidden_size != manifest.get("lm_hidden"):
+            raise InputError(
+                f"the image reader's projector was trained for {manifest.get('lm')} "
+                f"(hidden size {manifest.get('lm_hidden')}), not this LM "
+                f"(hidden size {lm.config.hidden_size})"
+            )
+        return build_llava(lm, tokenizer, state), lm  # the LM stays alive while its id is a key
+
+    return cached(("vision-reader", id(lm)), build)[0]
 
 
 def generate_answers(
@@ -243,8 +232,6 @@ def generate_answers(
     """Greedy answers with `budget` of each image's tokens kept inside the reader.
 
     Returns (texts, prompt token counts, tokens per image before, after, seconds)."""
-    from ctxzip.compressors.vision.llava import LlavaVisionCompression
-
     before = (IMAGE_SIZE // 14) ** 2
     prompts = [chat_text(tokenizer, q, before) for q in questions]
     seqs = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
@@ -280,14 +267,15 @@ def generate_answers(
 
 
 def answer_requests(
-    compressor: Any, requests: Sequence[CompressionRequest], reader: Any
+    compressor: Any,
+    requests: Sequence[CompressionRequest],
+    reader: Any,
+    method: str,
+    *,
+    schedule: str = "constant",
 ) -> list[tuple[CompressionResult, Mapping[str, Any]]]:
-    """The eval hook of the vision methods: each request's context is one image file."""
-    method = {"vision-merge": "merge", "vision-select": "select"}.get(compressor.name)
-    if method is None:
-        raise InputError(f"{compressor.name} has no image reader")
-    from ctxzip.models import canonical_id
-
+    """The eval hook of the vision methods (`eval_answers`): each request's context is one
+    image file, answered with `method` ("select" or "merge") inside the image reader."""
     reader_id = getattr(reader, "model_id", None)
     if reader_id is not None and canonical_id(str(reader_id)) != canonical_id(LM_ID):
         raise InputError(f"the image reader is trained for {LM_ID}, not {reader_id}")
@@ -309,7 +297,7 @@ def answer_requests(
             method,
             budget,
             max_new_tokens=reader.max_new_tokens,
-            schedule=getattr(compressor, "schedule", "constant"),
+            schedule=schedule,
         )
         per = seconds / len(members)
         for i, text, n_prompt in zip(members, texts, prompt_tokens, strict=True):

@@ -25,6 +25,9 @@ from typing import Any
 import click
 import torch
 import torch.nn.functional as F
+
+from ctxzip.budget import Budget
+from ctxzip.compressors.vision.backbone import converted_folder
 from ctxzip.compressors.vision.reader.model import (
     FEATURE_LAYER,
     IMAGE_SIZE,
@@ -40,9 +43,9 @@ from ctxzip.compressors.vision.reader.model import (
     new_projector,
     save_projector,
 )
-
-from ctxzip.budget import Budget
+from ctxzip.errors import ModelNotFoundError
 from ctxzip.models import cache_dir, load_causal_lm
+from ctxzip.weights import load_weights, read_manifest, save_weights
 
 
 @dataclass
@@ -217,29 +220,27 @@ def lr_at(step: int, settings: TrainSettings) -> float:
 def _save_checkpoint(
     path: Path, projector: torch.nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any]
 ) -> None:
-    from safetensors.torch import save_file
-
+    """The projector and its optimiser state (`<path>.safetensors`) with the run's state as
+    the manifest (`<path>.json`), both written atomically by `ctxzip.weights`."""
     tensors = {f"projector.{k}": v.detach().clone() for k, v in projector.state_dict().items()}
     for i, param in enumerate(projector.parameters()):
         for name, value in opt.state.get(param, {}).items():
             if isinstance(value, torch.Tensor):
                 tensors[f"opt.{i}.{name}"] = value.detach().clone().reshape(value.shape or (1,))
-    save_file(tensors, str(path.with_suffix(".safetensors")))
-    path.with_suffix(".json").write_text(json.dumps(state), encoding="utf-8")
+    save_weights(path, tensors, state)
 
 
 def _load_checkpoint(
     path: Path, projector: torch.nn.Module, opt: torch.optim.Optimizer, key: str
 ) -> dict[str, Any] | None:
-    from safetensors.torch import load_file
-
-    meta, weights = path.with_suffix(".json"), path.with_suffix(".safetensors")
-    if not meta.exists() or not weights.exists():
+    """The run's state after loading a checkpoint of the run `key` into `projector` and `opt`;
+    None (nothing loaded) when there is no checkpoint or it belongs to other settings."""
+    try:
+        if read_manifest(path).get("key") != key:
+            return None
+        tensors, state = load_weights(path)
+    except ModelNotFoundError:
         return None
-    state: dict[str, Any] = json.loads(meta.read_text(encoding="utf-8"))
-    if state.get("key") != key:
-        return None
-    tensors = load_file(str(weights))
     projector.load_state_dict(
         {k[len("projector.") :]: v for k, v in tensors.items() if k.startswith("projector.")}
     )
@@ -276,7 +277,6 @@ def train(
     log: Any = print,
 ) -> dict[str, Any]:
     """Train (or resume) and write the projector; returns the manifest."""
-    from ctxzip.compressors.vision.backbone import converted_folder
     from tqdm.auto import tqdm
     from transformers import Dinov2Model
 
@@ -296,8 +296,8 @@ def train(
     ckpt = work / "checkpoint"
     align_loss = float("nan")
     if not (ckpt.with_suffix(".json").exists()):
-        labels = image_labels(easy_vqa_records("train"))
-        align_loss = align_projector(projector, lm, tok, feats, labels, seed=settings.seed)
+        words = image_labels(easy_vqa_records("train"))
+        align_loss = align_projector(projector, lm, tok, feats, words, seed=settings.seed)
         log(f"stage 1 (word alignment) loss {align_loss:.3f}")
     opt = torch.optim.AdamW(projector.parameters(), lr=settings.lr, weight_decay=0.0)
     resumed = _load_checkpoint(ckpt, projector, opt, settings.key())
@@ -371,8 +371,8 @@ def train(
         **scores,
         "command": "ctxzip train llava",
     }
-    save_projector(projector, out, manifest)
-    log(f"wrote {out} and {out.with_suffix('.json')}")
+    written = save_projector(projector, out, manifest)
+    log(f"wrote {written} and {written.with_suffix('.json')}")
     return manifest
 
 
