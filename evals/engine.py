@@ -23,7 +23,9 @@ from tqdm import tqdm
 
 from ctxzip import distributed
 from ctxzip.compressor import Compressor
+from ctxzip.evals.baselines import RANDOM
 from ctxzip.evals.datasets import QAItem
+from ctxzip.evals.hooks import method_kind
 from ctxzip.evals.readers import Reader, make_reader
 from ctxzip.evals.sweep import (
     Condition,
@@ -66,8 +68,9 @@ class EvalWorker:
         try:
             if method not in self._compressors:
                 options = self.method_options.get(method, {})
+                kind = "text" if method == RANDOM else method_kind(method)
                 self._compressors[method] = _make_compressor(
-                    method, self.tokenizer, options, self.seed
+                    method, kind, self.tokenizer, options, self.seed
                 )
             budget = Budget(rate=rate)
             reqs = [CompressionRequest.of(c, q, budget) for c, q in requests]
