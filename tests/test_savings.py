@@ -8,6 +8,7 @@ cached and uncached, streamed and not.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 import zlib
 from pathlib import Path
@@ -45,11 +46,16 @@ def rows(state, path: Path, count: int) -> list[Record]:
     deadline = time.time() + 10
     while True:
         state.recorder.flush()
-        ledger = Ledger(path)
         try:
-            found = ledger.records()
-        finally:
-            ledger.close()
+            ledger = Ledger(path)
+            try:
+                found = ledger.records()
+            finally:
+                ledger.close()
+        except sqlite3.OperationalError:  # the proxy's writer holds the file: look again
+            if time.time() > deadline:
+                raise
+            found = []
         if len(found) >= count or time.time() > deadline:
             return found
         time.sleep(0.02)
