@@ -19,8 +19,6 @@ from ctxzip.result import CompressionRequest, CompressionResult, Span
 from ctxzip.spans import join_spans
 from ctxzip.tokens import DEFAULT_TOKENIZER, Tokenizer, get_tokenizer
 
-KINDS = ("text", "soft-token", "vision", "image")
-
 
 @runtime_checkable
 class Compressor(Protocol):
