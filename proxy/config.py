@@ -56,6 +56,13 @@ class ServerConfig:
     log_level: str = "info"
     # request headers that may travel upstream (lower case); everything else is dropped
     forward_headers: list[str] = field(default_factory=lambda: list(DEFAULT_FORWARD_HEADERS))
+    # X-Forwarded-For / -Proto are believed only when on, and only from these addresses
+    proxy_headers: bool = False
+    forwarded_allow_ips: list[str] = field(default_factory=list)
+    header_timeout_s: float = 10.0  # request line + headers must arrive within this
+    body_timeout_s: float = 60.0  # the whole request body must arrive within this
+    idle_timeout_s: float = 5.0  # a keep-alive connection idle this long is closed
+    max_connections: int = 1024  # open connections past this are closed at once
 
 
 @dataclass
@@ -119,6 +126,9 @@ class OverridesConfig:
 @dataclass
 class LimitsConfig:
     max_body_bytes: int = 32 * 1024 * 1024
+    # a non-streaming upstream reply is read whole (up to this) before it is relayed, so a
+    # reply the upstream breaks off becomes a 502, never a 200 with half a JSON document
+    max_response_buffer_bytes: int = 64 * 1024 * 1024
     max_json_depth: int = 64
 
 
@@ -198,6 +208,12 @@ class ProxyConfig:
             raise ConfigError(str(exc)) from None
         if self.timeouts.retries < 0 or self.timeouts.retries > 10:
             raise ConfigError("timeouts.retries must be between 0 and 10")
+        s = self.server
+        for name in ("header_timeout_s", "body_timeout_s", "idle_timeout_s"):
+            if getattr(s, name) <= 0:
+                raise ConfigError(f"server.{name} must be > 0")
+        if s.max_connections < 1:
+            raise ConfigError("server.max_connections must be >= 1")
         self.server.forward_headers = [h.lower() for h in self.server.forward_headers]
         for h in ("host", "content-length", "transfer-encoding", "connection"):
             if h in self.server.forward_headers:

@@ -71,7 +71,10 @@ class State:
 
 def error_response(protocol: Protocol, error: ProxyError) -> Response:
     body = error_body(protocol, error.status, error.message, error.code, error.param)
-    return Response(body, status_code=error.status, media_type="application/json")
+    response = Response(body, status_code=error.status, media_type="application/json")
+    if error.status in (408, 413):  # the rest of the body is never read: close the link
+        response.headers["connection"] = "close"
+    return response
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -388,16 +391,18 @@ class Handlers:
         def on_close(result: str) -> None:
             if result != "ok":
                 metrics.fail(result)
-            metrics.requests.labels(route=route, status=str(status)).inc()
-            log.info("%s %s -> %s %d %s %.1fms", method, route, target.name, status, result,
-                     (time.perf_counter() - start) * 1000)  # fmt: skip
+            metrics.requests.labels(route=route, status=str(relay.status)).inc()
+            log.info("%s %s -> %s %d %s %.1fms", method, route, target.name, relay.status,
+                     result, (time.perf_counter() - start) * 1000)  # fmt: skip
 
         async def aclose() -> None:
             upstream.close()  # read to the end: already back in the pool; else the link is cut
 
-        return Relay(status, response_headers(upstream) + extra, upstream.content.iter_any(),
-                     protocol=protocol, is_sse="text/event-stream" in content_type,
-                     aclose=aclose, on_close=on_close)  # fmt: skip
+        relay = Relay(status, response_headers(upstream) + extra, upstream.content.iter_any(),
+                      protocol=protocol, is_sse="text/event-stream" in content_type,
+                      aclose=aclose, on_close=on_close, expect_end=route in ("chat", "messages"),
+                      buffer_limit=self.config.limits.max_response_buffer_bytes)  # fmt: skip
+        return relay
 
     async def _local(
         self, data: dict[str, Any], protocol: Protocol, stream: bool,
@@ -418,7 +423,7 @@ class Handlers:
                        (b"cache-control", b"no-cache"), *extra]  # fmt: skip
             chunks = local.stream(data, protocol, soft)
             return Relay(200, headers, chunks, protocol=protocol, is_sse=True,
-                         aclose=chunks.aclose, on_close=on_close)  # fmt: skip
+                         aclose=chunks.aclose, on_close=on_close, expect_end=True)  # fmt: skip
         try:
             answer = await local.complete(data, protocol, soft)
         except ProxyError:
