@@ -179,8 +179,10 @@ def build_app(config: ProxyConfig) -> Any:
         routes=routes,
         lifespan=lifespan,
         exception_handlers={
-            HTTPException: http_error, ProxyError: proxy_error, Exception: server_error,
-        },  # fmt: skip
+            HTTPException: http_error,
+            ProxyError: proxy_error,
+            Exception: server_error,
+        },
     )
     app.state.proxy = state
 

@@ -18,9 +18,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ctxzip.compressors.images.compressor import ImageBudgetSettings
-from ctxzip.middleware.messages import MessagePolicy, RateRange
-
 from ctxzip.errors import CtxzipError
+from ctxzip.middleware.messages import MessagePolicy, RateRange
 
 try:
     import tomllib
@@ -100,8 +99,13 @@ class CompressionConfig:
     parts: list[str] = field(default_factory=lambda: ["text"])
     tags: list[str] = field(default_factory=list)
     timeout_s: float = 10.0
+    # the most compression may add to a request: work estimated to take longer is not
+    # queued (the request goes uncompressed at once, reason=overloaded), and a request
+    # waits at most min(timeout_s, latency_budget_s) for its result; null: timeout_s only
+    latency_budget_s: float | None = 1.0
     on_error: str = "fail_open"  # or "fail_closed"
     cache_size: int = 4096
+    cache_bytes: int = 64 * 1024 * 1024  # the result cache's bound in bytes (about)
     max_batch: int = 32
 
     def policy(self) -> MessagePolicy:
@@ -185,6 +189,9 @@ class ProxyConfig:
             raise ConfigError("compression.on_error must be 'fail_open' or 'fail_closed'")
         if self.compression.timeout_s <= 0:
             raise ConfigError("compression.timeout_s must be > 0")
+        budget = self.compression.latency_budget_s
+        if budget is not None and budget <= 0:
+            raise ConfigError("compression.latency_budget_s must be > 0 (or null)")
         bad = set(self.overrides.allow) - set(OVERRIDES)
         if bad:
             raise ConfigError(f"overrides.allow: unknown {sorted(bad)} (allowed: {OVERRIDES})")

@@ -8,7 +8,12 @@ import logging
 import time
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
 from ctxzip.compressors.images.compressor import ImageBudgetOutcome
+from ctxzip.errors import CtxzipError
+from ctxzip.proxy.admission import ClientGone, unless_disconnected
 from ctxzip.proxy.compression import CompressionFailed, CompressionService, Outcome
 from ctxzip.proxy.config import ProxyConfig
 from ctxzip.proxy.errors import Protocol, ProxyError, error_body, protocol_for_path
@@ -17,13 +22,10 @@ from ctxzip.proxy.metrics import Metrics
 from ctxzip.proxy.soft_tokens import SoftTokens
 from ctxzip.proxy.streaming import Relay
 from ctxzip.proxy.upstream import Target, Upstreams, join_url, response_headers, safe_subpath
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-
-from ctxzip.errors import CtxzipError
 
 log = logging.getLogger("ctxzip.proxy")
 _TRUE = {"1", "true", "yes", "on"}
+_FAIL_CLOSED_STATUS = {"compression_timeout": 504, "overloaded": 503, "invalid_text": 400}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
@@ -38,6 +40,7 @@ class State:
         self.service = CompressionService(
             method=c.method, options=c.options, tokenizer=c.tokenizer, policy=policy,
             timeout_s=c.timeout_s, cache_size=c.cache_size, max_batch=c.max_batch,
+            cache_bytes=c.cache_bytes, latency_budget_s=c.latency_budget_s,
         )  # fmt: skip
         self.images = config.image_settings()
         self.upstreams = Upstreams(config)
@@ -210,9 +213,21 @@ class Handlers:
 
     async def _compress(self, data: dict[str, Any], protocol: Protocol, route: str,
                         overrides: tuple[bool, float | None, str | None],
-                        size: int = 0, local: bool = False) -> Outcome:  # fmt: skip
+                        size: int = 0, local: bool = False,
+                        request: Request | None = None) -> Outcome:  # fmt: skip
         """Compress per the config and headers; `local`: the embedded model will answer, so
-        soft-token methods (xrag) may run (a remote upstream takes text only)."""
+        soft-token methods (xrag) may run (a remote upstream takes text only). Every
+        outcome that leaves the body as it was is counted by its reason."""
+        outcome = await self._compress_once(data, protocol, overrides, size, local, request)
+        if outcome.status != "applied":
+            self.metrics.uncompressed.labels(reason=outcome.reason or outcome.status).inc()
+        if outcome.failure is None and outcome.status != "disabled":
+            self.metrics.tokens(route, outcome.tokens_in, outcome.tokens_out)
+        return outcome
+
+    async def _compress_once(self, data: dict[str, Any], protocol: Protocol,
+                             overrides: tuple[bool, float | None, str | None], size: int,
+                             local: bool, request: Request | None) -> Outcome:  # fmt: skip
         disable, rate, method = overrides
         c = self.config.compression
         if not c.enabled or disable:
@@ -220,18 +235,24 @@ class Handlers:
         soft = local and self.state.soft.handles(method or c.method)
         service = self.state.soft if soft else self.state.service
         try:
-            outcome = await service.compress(
+            work = service.compress(
                 data, protocol, method=method, rate=rate, large=size > 256 * 1024
             )
+            if request is None:
+                outcome = await work
+            else:  # a client that leaves takes its compression work with it
+                outcome = await unless_disconnected(request.receive, work)
         except CompressionFailed as exc:
             self.metrics.fail(exc.kind)
-            log.warning("compression failed (%s): %s", exc.kind, exc)
+            if exc.kind == "overloaded":
+                log.debug("compression skipped: %s", exc)
+            else:
+                log.warning("compression failed (%s): %s", exc.kind, exc)
             if c.on_error == "fail_closed":
-                status = 504 if exc.kind == "compression_timeout" else 500
+                status = _FAIL_CLOSED_STATUS.get(exc.kind, 500)
                 raise ProxyError(status, f"compression failed: {exc}", exc.kind) from None
             return Outcome(None, "skipped", method or c.method, reason=exc.kind, failure=exc.kind)
         self.metrics.compression_seconds.labels(method=outcome.method).observe(outcome.seconds)
-        self.metrics.tokens(route, outcome.tokens_in, outcome.tokens_out)
         return outcome
 
     async def _fit_images(self, data: dict[str, Any], protocol: Protocol,
@@ -300,7 +321,8 @@ class Handlers:
             if images is not None and images.body is not None:
                 data, raw = images.body, b""  # re-encoded below
             target = self.state.upstreams.pick(route, data.get("model"))
-            outcome = await self._compress(data, protocol, route, overrides, size, target is None)
+            outcome = await self._compress(data, protocol, route, overrides, size, target is None,
+                                           request)  # fmt: skip
             if not raw and outcome.body is None:
                 outcome.body = data
             body = self._encode(outcome, raw)
@@ -317,6 +339,10 @@ class Handlers:
                                        target)  # fmt: skip
         except ProxyError as exc:
             return self._error(protocol, exc, route, start)
+        except ClientGone:
+            self.metrics.fail("client_disconnect")
+            self.metrics.uncompressed.labels(reason="client_disconnect").inc()
+            return Response(status_code=499)  # nobody is listening
 
     async def compress(self, request: Request) -> Response:
         """Return the compressed request body without forwarding it."""

@@ -11,6 +11,7 @@ protocol, never with a half-written one.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -33,6 +34,7 @@ _END = {
     "anthropic": regex.compile(rb"(?m)^event: ?(?:message_stop|error)\s*$"),
 }
 _BROKEN = "the upstream stream ended unexpectedly"
+_MALFORMED = "the upstream sent a reply that is not valid JSON"
 
 
 class _Broken(Exception):
@@ -53,6 +55,29 @@ async def _pull(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         except Exception as exc:
             raise _Broken(type(exc).__name__) from exc
         yield chunk
+
+
+_DATA = regex.compile(rb"(?m)^data: ?(.*?)\r?$")
+_SPLIT = regex.compile(rb"\r?\n\r?\n")
+
+
+def _first_bad_event(events: bytes) -> int:
+    """Offset of the first event whose data is neither JSON nor ``[DONE]`` (-1: none)."""
+    start = 0
+    for sep in [*_SPLIT.finditer(events), None]:
+        end = sep.start() if sep is not None else len(events)
+        lines = _DATA.findall(events, start, end)
+        if lines:
+            data = b"\n".join(lines)
+            if data.strip() != b"[DONE]":
+                try:
+                    json.loads(data)
+                except ValueError:
+                    return start
+        if sep is None:
+            break
+        start = sep.end()
+    return -1
 
 
 def _event_end(buf: bytes) -> int:
@@ -154,12 +179,31 @@ class Relay:
         await self._end(send)
         return outcome
 
+    def _json_reply(self) -> bool:
+        for key, value in self.headers:
+            if key == b"content-type":
+                return b"json" in value.lower()
+        return False
+
+    async def _bad_gateway(self, send: Send, message: str, code: str) -> str:
+        body = error_body(self.protocol, 502, message, code)
+        self.status = 502
+        headers = [(b"content-type", b"application/json"),
+                   (b"content-length", str(len(body)).encode())]  # fmt: skip
+        headers += [(k, v) for k, v in self.headers if k.startswith(b"x-ctxzip-")]
+        await send({"type": "http.response.start", "status": 502, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+        await self._end(send)
+        return code
+
     async def _end(self, send: Send) -> None:
         self._finished = True
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _send_error_event(self, send: Send, prefix: bytes = b"") -> None:
-        body = prefix + sse_error(self.protocol, _BROKEN, "upstream_stream")
+    async def _send_error_event(self, send: Send, prefix: bytes = b"",
+                                code: str = "upstream_stream") -> None:  # fmt: skip
+        message = _MALFORMED if code == "upstream_malformed" else _BROKEN
+        body = prefix + sse_error(self.protocol, message, code)
         await send({"type": "http.response.body", "body": body, "more_body": True})
 
     async def _relay_events(self, send: Send) -> str:
@@ -175,13 +219,23 @@ class Relay:
                 cut = _event_end(buf)
                 if cut:
                     events, buf = buf[:cut], buf[cut:]
+                    bad = _first_bad_event(events)
+                    if bad >= 0:
+                        if bad:
+                            await send({"type": "http.response.body", "body": events[:bad],
+                                        "more_body": True})  # fmt: skip
+                        log.warning("upstream sent an event that is not JSON")
+                        outcome = "upstream_malformed"
+                        break
                     ended = ended or end.search(events) is not None
                     await send({"type": "http.response.body", "body": events, "more_body": True})
-            if buf.strip() and not ended and end.search(buf):  # last event without blank line
+            if outcome != "ok":
+                pass
+            elif buf.strip() and not ended and end.search(buf):  # last event, no blank line
                 ended = True
                 await send({"type": "http.response.body", "body": buf + b"\n\n",
                             "more_body": True})  # fmt: skip
-            if not ended:
+            elif not ended:
                 outcome = "upstream_stream"
                 log.warning("upstream stream ended before its last event")
         except _Broken as exc:  # the half event in `buf` is dropped
@@ -189,7 +243,7 @@ class Relay:
                 outcome = "upstream_stream"
                 log.warning("upstream stream broke: %s", exc)
         if outcome != "ok":
-            await self._send_error_event(send)
+            await self._send_error_event(send, code=outcome)
         await self._end(send)
         return outcome
 
@@ -205,16 +259,15 @@ class Relay:
                     break
         except _Broken as exc:
             log.warning("upstream response broke off: %s", exc)
-            body = error_body(self.protocol, 502, "the upstream response broke off before "
-                              "it was complete", "upstream_stream")  # fmt: skip
-            self.status = 502
-            headers = [(b"content-type", b"application/json"),
-                       (b"content-length", str(len(body)).encode())]  # fmt: skip
-            headers += [(k, v) for k, v in self.headers if k.startswith(b"x-ctxzip-")]
-            await send({"type": "http.response.start", "status": 502, "headers": headers})
-            await send({"type": "http.response.body", "body": body, "more_body": True})
-            await self._end(send)
-            return "upstream_stream"
+            message = "the upstream response broke off before it was complete"
+            return await self._bad_gateway(send, message, "upstream_stream")
+        ok = 200 <= self.status < 300
+        if self.expect_end and ok and size <= self.buffer_limit and self._json_reply():
+            try:
+                json.loads(b"".join(parts))
+            except ValueError:
+                log.warning("upstream sent a reply that is not JSON")
+                return await self._bad_gateway(send, _MALFORMED, "upstream_malformed")
         await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
         await send({"type": "http.response.body", "body": b"".join(parts), "more_body": True})
         if size <= self.buffer_limit:
