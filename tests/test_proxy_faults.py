@@ -326,20 +326,21 @@ def test_routes_paths_and_headers(faulty):
 
 
 class QueryDependent(BaseCompressor):
-    """Keeps the sentences that share a word with the query (else the first one)."""
+    """Keeps the sentences sharing a word with a digit in it (``topic3``) with the query."""
 
     name = "query-dependent"
 
     def _compress_requests(self, requests):
         out = []
         for r in requests:
-            words = set((r.query or "").lower().split())
+            words = {w.strip("?.:") for w in (r.query or "").lower().split()}
+            words = {w for w in words if any(ch.isdigit() for ch in w)}
             kept = []
             for text in r.contexts:
                 spans, pos = [], 0
                 for sentence in text.split(". "):
                     end = pos + len(sentence)
-                    if words & set(sentence.lower().split()):
+                    if words & {w.strip("?.:") for w in sentence.lower().split()}:
                         spans.append((pos, end))
                     pos = end + 2
                 kept.append(spans or [(0, min(len(text), 40))])
@@ -355,20 +356,19 @@ class Emptying(BaseCompressor):
 
 
 def _turn_text(t: int) -> str:
-    return (
-        " ".join(
-            f"Turn {t} fact {i}: room {i + t} stores {i * 3 + t} crates of topic{(i + t) % 9}."
-            for i in range(30)
-        )
-        + f" Question {t}: which room stores crates of topic{t}?"
+    facts = ". ".join(
+        f"Turn {t} fact {i}: room {i + t} stores {i * 3 + t} crates of topic{(i + t) % 9}"
+        for i in range(30)
     )
+    return f"<context>{facts}.</context> Question {t}: which room stores crates of topic{t}?"
 
 
 @pytest.mark.parametrize("protocol", ["openai", "anthropic"])
 def test_prefix_rule_six_turns_byte_identical_prefixes(protocol):
     with running_upstream() as fake:
         config = make_config(fake.url, compression={
-            "method": "test_proxy_faults:QueryDependent", "min_tokens": 40, "rate": 0.5})  # fmt: skip
+            "method": "test_proxy_faults:QueryDependent", "min_tokens": 40, "rate": 0.5,
+            "tags": ["context"]})  # fmt: skip
         path = "/v1/chat/completions" if protocol == "openai" else "/v1/messages"
         with run_proxy(config) as (url, _):
             messages: list[dict] = []
