@@ -126,7 +126,9 @@ def test_compressor_error_fail_closed_answers_in_protocol(upstream):
 
 
 def test_compressor_timeout_fails_open(upstream):
-    config = make_config(upstream.url, compression={"method": SLOW, "timeout_s": 0.2})
+    # no admission budget: the slow compressor is queued, and the deadline is what stops it
+    config = make_config(upstream.url, compression={"method": SLOW, "timeout_s": 0.2,
+                                                    "latency_budget_s": None})  # fmt: skip
     with run_proxy(config) as (url, _):
         start = time.perf_counter()
         r = chat(url)
