@@ -196,7 +196,9 @@ class CompressionService:
     def compressor(self, method: str) -> Batcher:
         """The batcher for `method`, loading the compressor on first use."""
         if method not in self._batchers:
-            options = dict(self.options) if method == self.method else {}
+            options = dict(PROXY_DEFAULTS.get(method, {}))
+            if method == self.method:
+                options.update(self.options)
             compressor = get_compressor(method, tokenizer=self.tokenizer_name, **options)
             max_batch_s = 0.5 * self.deadline_s
             self._batchers[method] = Batcher(compressor, self.max_batch, max_batch_s)
@@ -356,6 +358,9 @@ class CompressionService:
             await batcher.close()
 
 
+# what the proxy changes in a method's defaults (the configured options still win):
+# extractive scores with static embeddings first, MiniLM only on survivors while time allows
+PROXY_DEFAULTS: dict[str, dict[str, Any]] = {"extractive": {"first_stage": "static"}}
 _LONG_WORD = regex.compile(r"\S{64,}")
 
 
