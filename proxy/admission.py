@@ -57,7 +57,7 @@ class Admission:
         self.meter.record(tokens, seconds)
 
 
-async def unless_disconnected(receive: Callable[[], Awaitable[dict[str, Any]]],
+async def unless_disconnected(receive: Callable[[], Awaitable[Any]],
                               work: Awaitable[T]) -> T:  # fmt: skip
     """`work`'s result, or ClientGone (and `work` cancelled) when the client leaves first.
 

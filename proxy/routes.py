@@ -24,6 +24,7 @@ from ctxzip.proxy.streaming import Relay
 from ctxzip.proxy.upstream import Target, Upstreams, join_url, response_headers, safe_subpath
 
 log = logging.getLogger("ctxzip.proxy")
+Reply = Response | Relay  # what a route answers: a plain response or a relayed stream
 _TRUE = {"1", "true", "yes", "on"}
 _FAIL_CLOSED_STATUS = {"compression_timeout": 504, "overloaded": 503, "invalid_text": 400}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -302,13 +303,13 @@ class Handlers:
 
     # ---- routes ------------------------------------------------------------------------
 
-    async def openai_chat(self, request: Request) -> Response:
+    async def openai_chat(self, request: Request) -> Reply:
         return await self._chat(request, "openai", "chat")
 
-    async def anthropic_messages(self, request: Request) -> Response:
+    async def anthropic_messages(self, request: Request) -> Reply:
         return await self._chat(request, "anthropic", "messages")
 
-    async def _chat(self, request: Request, protocol: Protocol, route: str) -> Response:
+    async def _chat(self, request: Request, protocol: Protocol, route: str) -> Reply:
         start = time.perf_counter()
         path = request.url.path
         try:
@@ -368,7 +369,7 @@ class Handlers:
             response.headers[k.decode()] = v.decode()
         return response
 
-    async def passthrough(self, request: Request) -> Response:
+    async def passthrough(self, request: Request) -> Reply:
         start = time.perf_counter()
         path = request.url.path
         protocol = protocol_for_path(path, request.headers)
@@ -402,7 +403,7 @@ class Handlers:
 
     async def _forward(self, method: str, url: str, headers: dict[str, str], body: bytes | None,
                        protocol: Protocol, route: str, extra: list[tuple[bytes, bytes]],
-                       start: float, target: Target) -> Response:  # fmt: skip
+                       start: float, target: Target) -> Reply:  # fmt: skip
         sent = time.perf_counter()
         try:
             upstream = await self.state.upstreams.send(method, url, headers, body)
@@ -433,7 +434,7 @@ class Handlers:
     async def _local(
         self, data: dict[str, Any], protocol: Protocol, stream: bool,
         extra: list[tuple[bytes, bytes]], route: str, start: float, soft: Any = None,
-    ) -> Response:  # fmt: skip
+    ) -> Reply:  # fmt: skip
         """Answer with the embedded model (`soft`: xrag vectors for its placeholders)."""
         local = self.state.local
         check_params(data)
