@@ -75,7 +75,9 @@ def main() -> None:
         budget = Budget(rate=rate)
         kept = dict.fromkeys(systems, 0)
         secs: dict[str, list[float]] = {n: [] for n in systems}
-        for case in data:
+        for k, case in enumerate(data):
+            if k % 15 == 0:
+                print(f"  rate {rate}: question {k}/{len(data)}", flush=True)
             ctx, q, ans = case["contexts"], case["question"], norm(case["answer"])
             for name, comp in systems.items():
                 comp.encoder.clear_cache()

@@ -41,28 +41,11 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_proxy import free_port, pct, wait_http  # noqa: E402
 
 FAULTS = ("reset", "cut", "stall", "500", "429", "malformed")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 900) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} never became ready")
 
 
 def start_upstream(stall_s: float) -> tuple[subprocess.Popen[bytes], str]:
@@ -112,13 +95,8 @@ retries = 0
         stdout=stderr, stderr=stderr,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/readyz")
+    wait_http(url + "/readyz", 900)  # the first run distils the static model
     return proc, url
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
 def failures(proxy: str) -> dict[str, float]:

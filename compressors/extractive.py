@@ -30,7 +30,7 @@ from ctxzip.models import load_cross_encoder
 from ctxzip.protect import NO_PROTECT, Protect
 from ctxzip.result import CompressionRequest, Span
 from ctxzip.spans import join_spans
-from ctxzip.static_encoder import FirstStage
+from ctxzip.static_encoder import FirstStage, centrality
 from ctxzip.tokens import DEFAULT_TOKENIZER
 from ctxzip.units import Unit, split_sentences, split_words
 
@@ -415,14 +415,7 @@ class ExtractiveCompressor(BaseCompressor):
 
 def _centrality(pieces: list[_Piece], emb: np.ndarray) -> np.ndarray:
     """Task-agnostic score: cosine of each piece to its own context's centroid."""
-    ctx = np.array([p.ctx for p in pieces])
-    scores = np.zeros(len(pieces))
-    for c in np.unique(ctx):
-        rows = ctx == c
-        centroid = emb[rows].mean(axis=0)
-        norm = np.linalg.norm(centroid)
-        scores[rows] = emb[rows] @ (centroid / norm) if norm > 0 else 0.0
-    return scores
+    return centrality([p.ctx for p in pieces], emb)
 
 
 def _windows(text: str, unit: Unit, limit: int, count: Any) -> list[Span]:

@@ -134,7 +134,8 @@ class FirstStage:
     `survivors`: how many budgets' worth of tokens survive (protected pieces always do).
     `second_stage_s`: the most encoder time one batch may spend (estimated from the
     measured seconds per sentence); requests past it are selected on static scores
-    alone (None: the encoder always runs on survivors).
+    alone (None: the encoder always runs on survivors). While `busy` (a server with
+    work queued behind this batch says so), the encoder does not run at all.
     """
 
     def __init__(self, survivors: float = 2.0, second_stage_s: float | None = 0.3) -> None:
@@ -143,6 +144,7 @@ class FirstStage:
         self.factor = survivors
         self.second_stage_s = second_stage_s
         self.meter = CostMeter(1 / 150)  # MiniLM on this kind of CPU, until measured
+        self.busy = False  # set by a caller with work waiting: static scores only
 
     @classmethod
     def make(cls, kind: str | None, survivors: float = 2.0,
@@ -182,8 +184,9 @@ class FirstStage:
         planned = 0
         for r, (kept, _, _) in zip(requests, staged, strict=True):
             n = len(kept) + (r.query is not None)
-            ok = self.second_stage_s is None or self.meter.estimate(planned + n) <= (
-                self.second_stage_s
+            ok = not self.busy and (
+                self.second_stage_s is None
+                or self.meter.estimate(planned + n) <= self.second_stage_s
             )
             full.append(ok and n > 0)
             planned += n if ok else 0

@@ -29,6 +29,7 @@ from ctxzip.middleware.messages import MessagePolicy, Protocol, plan_request
 from ctxzip.proxy.admission import Admission, Overloaded
 from ctxzip.registry import get_compressor
 from ctxzip.result import CompressionRequest
+from ctxzip.static_encoder import FirstStage
 from ctxzip.tokens import get_tokenizer
 
 log = logging.getLogger("ctxzip.proxy")
@@ -122,6 +123,9 @@ class Batcher:
             if not jobs:
                 continue
             flat = [r for job in jobs for r in job.requests]
+            stage = getattr(self.compressor, "stage", None)
+            if isinstance(stage, FirstStage):  # others waiting: no second stage this time
+                stage.busy = not queue.empty()
             tokens = sum(job.tokens for job in jobs)
             self.batches += 1
             self.running += 1
@@ -200,7 +204,7 @@ class CompressionService:
             if method == self.method:
                 options.update(self.options)
             compressor = get_compressor(method, tokenizer=self.tokenizer_name, **options)
-            max_batch_s = 0.5 * self.deadline_s
+            max_batch_s = 0.3 * self.deadline_s
             self._batchers[method] = Batcher(compressor, self.max_batch, max_batch_s)
         return self._batchers[method]
 
