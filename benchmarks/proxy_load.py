@@ -277,7 +277,9 @@ def _well_formed(protocol: str, status: int, ctype: str, data: bytes) -> bool:
 async def _run(base: str, plan: list[dict[str, Any]], concurrency: int,
                on_done: Any = None) -> list[dict[str, Any]]:  # fmt: skip
     sem = asyncio.Semaphore(concurrency)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    # idle pooled connections expire before the proxy's 5 s keep-alive closes them
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency,
+                          keepalive_expiry=3.0)  # fmt: skip
     results: list[dict[str, Any]] = []
     async with httpx.AsyncClient(limits=limits, timeout=60) as client:
 

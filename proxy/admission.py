@@ -40,13 +40,16 @@ class Admission:
 
     headroom = 0.6
 
-    def __init__(self, seconds_per_token: float = 2e-4) -> None:
+    def __init__(self, seconds_per_token: float = 2e-4, lag: LoopLag | None = None) -> None:
         self.meter = CostMeter(seconds_per_token)
         self.pending = 0  # tokens queued or in the batch that is running
+        self.lag = lag
 
     def estimate(self, tokens: int) -> float:
-        """Seconds until `tokens` more would be done, behind everything pending."""
-        return self.meter.estimate(self.pending + tokens)
+        """Seconds until `tokens` more would be done, behind everything pending, plus what
+        a saturated CPU adds (the event loop's lag: compressing now would add to it)."""
+        wait = self.meter.estimate(self.pending + tokens)
+        return wait + (self.lag.penalty() if self.lag is not None else 0.0)
 
     def check(self, tokens: int, budget_s: float | None) -> float:
         wait = self.estimate(tokens)
@@ -62,6 +65,40 @@ class Admission:
 
     def record(self, tokens: int, seconds: float) -> None:
         self.meter.record(tokens, seconds)
+
+
+class LoopLag:
+    """How late the event loop runs a timer (moving average): CPU saturation, seen from the
+    requests' side. A request passes through the loop many times (read, parse, forward,
+    relay), so the penalty is a multiple of the lag."""
+
+    tick = 0.05
+    factor = 5.0
+
+    def __init__(self) -> None:
+        self.lag = 0.0
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            start = loop.time()
+            await asyncio.sleep(self.tick)
+            late = max(0.0, loop.time() - start - self.tick)
+            self.lag += 0.3 * (late - self.lag)
+
+    def penalty(self) -> float:
+        return self.factor * self.lag
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
 
 
 async def unless_disconnected(receive: Callable[[], Awaitable[Any]],

@@ -26,7 +26,7 @@ from ctxzip.budget import Budget
 from ctxzip.compressor import Compressor
 from ctxzip.errors import CtxzipError
 from ctxzip.middleware.messages import MessagePolicy, Protocol, plan_request
-from ctxzip.proxy.admission import Admission, Overloaded
+from ctxzip.proxy.admission import Admission, LoopLag, Overloaded
 from ctxzip.registry import get_compressor
 from ctxzip.result import CompressionRequest
 from ctxzip.static_encoder import FirstStage
@@ -75,11 +75,11 @@ class Batcher:
     """
 
     def __init__(self, compressor: Compressor, max_batch: int = 32,
-                 max_batch_s: float = 0.5) -> None:  # fmt: skip
+                 max_batch_s: float = 0.5, lag: LoopLag | None = None) -> None:  # fmt: skip
         self.compressor = compressor
         self.max_batch = max_batch
         self.max_batch_s = max_batch_s
-        self.admission = Admission()
+        self.admission = Admission(lag=lag)
         self.queue: asyncio.Queue[_Job] | None = None
         self.worker: asyncio.Task[None] | None = None
         self.batches = 0
@@ -190,6 +190,7 @@ class CompressionService:
         self._cache: OrderedDict[str, list[str]] = OrderedDict()
         self._cache_used = 0
         self._tokenizer = get_tokenizer(tokenizer)
+        self.lag = LoopLag()
 
     @property
     def deadline_s(self) -> float:
@@ -205,7 +206,7 @@ class CompressionService:
                 options.update(self.options)
             compressor = get_compressor(method, tokenizer=self.tokenizer_name, **options)
             max_batch_s = 0.3 * self.deadline_s
-            self._batchers[method] = Batcher(compressor, self.max_batch, max_batch_s)
+            self._batchers[method] = Batcher(compressor, self.max_batch, max_batch_s, self.lag)
         return self._batchers[method]
 
     def warm(self) -> None:
@@ -255,6 +256,7 @@ class CompressionService:
         """Compress `body` or raise CompressionFailed (the caller decides fail-open)."""
         method = method or self.method
         start = time.perf_counter()
+        self.lag.start()
         try:
             if method in self._batchers:
                 batcher = self._batchers[method]
@@ -358,6 +360,7 @@ class CompressionService:
             self._cache_used -= _sizeof(dropped)
 
     async def close(self) -> None:
+        await self.lag.close()
         for batcher in self._batchers.values():
             await batcher.close()
 

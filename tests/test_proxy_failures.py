@@ -290,7 +290,8 @@ def test_server_side_key_replaces_client_key_and_no_secret_is_logged(upstream, c
 
 def test_concurrent_requests_share_batched_compressor_calls(upstream):
     CountingCompressor.batches = []
-    config = make_config(upstream.url, compression={"method": COUNTING, "cache_size": 0})
+    config = make_config(upstream.url, compression={"method": COUNTING, "cache_size": 0,
+                                                    "latency_budget_s": None})  # fmt: skip
     with run_proxy(config) as (url, _):
         CountingCompressor.batches = []  # forget the warm-up call
         contents = [f"Request {i}. {LONG_CONTEXT}" for i in range(12)]
