@@ -14,8 +14,8 @@ complete reply, or which SDK error). Then: every failure counted exactly once on
 load: the issue-18 mix: OpenAI and Anthropic, streaming and not, half the requests
 carrying a ~2,000-token retrieved context, 5% upstream faults, `--method` (default
 extractive, static first stage). The same plan runs straight against the upstream
-first; reported: the share of long requests compressed, p50/p95/p99 added latency of
-long requests against the direct run, uncompressed requests by reason (and any without
+first; reported: the share of long requests compressed, p50/p95/p99 latency direct and
+through the proxy, and of the added latency per request (proxy minus direct, same request), uncompressed requests by reason (and any without
 one), the proxy's CPU in the second after the load, and its RSS after 100/500/1,000
 replies. Every reply is checked: complete, or an error in the caller's protocol.
 
@@ -348,13 +348,16 @@ def _report(concurrency: int, method: str, plan: list[dict[str, Any]],
           f"({100 * compressed / max(1, len(long_)):.1f}%)")  # fmt: skip
     print(f"- uncompressed long requests by reason: {dict(reasons)}")
     print(f"- replies without an X-Ctxzip-Compression header: {silent}")
-    print("| requests | p50 added ms | p95 added ms | p99 added ms |")
+    print("| requests | direct p50/p95/p99 ms | proxy p50/p95/p99 ms | added p50/p95/p99 ms "
+          "(per request: proxy - direct) |")  # fmt: skip
     print("|---|---|---|---|")
     for name, pairs in (("long", long_), ("short", short)):
         d = [x["seconds"] for x, _ in pairs]
         v = [y["seconds"] for _, y in pairs]
-        row = [1000 * (pct(v, q) - pct(d, q)) for q in (0.5, 0.95, 0.99)]
-        print(f"| {name} | {row[0]:.0f} | {row[1]:.0f} | {row[2]:.0f} |")
+        added = [b - a for a, b in zip(d, v, strict=True)]
+        cols = ["/".join(f"{1000 * pct(xs, q):.0f}" for q in (0.5, 0.95, 0.99))
+                for xs in (d, v, added)]  # fmt: skip
+        print(f"| {name} | {cols[0]} | {cols[1]} | {cols[2]} |")
     print(f"- replies not complete and not a protocol error: {len(malformed)}"
           + (f" e.g. {malformed[:2]}" if malformed else ""))  # fmt: skip
     print(f"- proxy CPU in the 2 s starting 1 s after the last reply: {cpu_after:.0f}%")
