@@ -346,8 +346,12 @@ def main() -> None:
     parser.add_argument("--concurrency", default="32", help="load mode: a comma list")
     parser.add_argument("--method", default="extractive")
     parser.add_argument("--skip", default="", help="comma list of parts to skip: 1,2,3")
-    parser.add_argument("--mode", choices=["parts", "faults", "load"], default="parts",
-                        help="parts: 1-3 above; faults / load: see benchmarks/proxy_load.py")
+    parser.add_argument(
+        "--mode",
+        choices=["parts", "faults", "load"],
+        default="parts",
+        help="parts: 1-3 above; faults / load: see benchmarks/proxy_load.py",
+    )
     parser.add_argument("--latency-budget", type=float, help="load: compression.latency_budget_s")
     args = parser.parse_args()
     if args.serve_upstream:
@@ -377,8 +381,11 @@ def main() -> None:
                 if "1" not in skip:
                     overhead(upstream, proxy, args.requests, proc.pid)
                 if "3" not in skip:
-                    asyncio.run(load_and_faults(proxy, proc.pid, args.requests,
-                                                int(args.concurrency.split(",")[0])))
+                    asyncio.run(
+                        load_and_faults(
+                            proxy, proc.pid, args.requests, int(args.concurrency.split(",")[0])
+                        )
+                    )
             finally:
                 proc.terminate()
                 proc.wait(10)

@@ -11,7 +11,6 @@ from typing import ClassVar
 import httpx
 import openai
 import pytest
-from ctxzip.compressors.truncate import TruncateCompressor
 from test_proxy_fakes import (
     LONG_CONTEXT,
     FakeUpstream,
@@ -22,6 +21,7 @@ from test_proxy_fakes import (
 )
 
 from ctxzip.compressor import BaseCompressor, Compressed
+from ctxzip.compressors.truncate import TruncateCompressor
 
 
 class ExplodingCompressor(BaseCompressor):
