@@ -211,7 +211,7 @@ class ExtractiveCompressor(BaseCompressor):
         if self.coarse is not None and request.query and len(live) > 1:
             scores = bm25_scores(request.query, [request.contexts[i] for i in live])
         if scores.size and scores.max() > 0:  # no shared term at all: nothing to rank by
-            allowance = self.coarse * budget
+            allowance = (self.coarse or 1.0) * budget
             held = 0
             keep = set()
             for rank, j in enumerate(np.argsort(-scores, kind="stable")):
@@ -260,7 +260,7 @@ class ExtractiveCompressor(BaseCompressor):
             best = float(sims.max())
             extra["best_score"] = round(best, 4)
             if self.threshold is not None and calibrated and best < self.threshold:
-                reason = (
+                reason: str | None = (
                     f"selective augmentation: best sentence similarity {best:.3f} is below "
                     f"threshold {self.threshold:g}; no context sent"
                 )
