@@ -51,3 +51,17 @@ def test_first_stage_option_is_checked():
     with pytest.raises(ValueError):
         FirstStage.make("bogus")
     assert FirstStage.make(None) is None
+
+
+def test_store_can_pick_static_embeddings(tmp_path):
+    pytest.importorskip("faiss")
+    from ctxzip.retrievers.store import FaissStore
+
+    store = FaissStore(model="static:")
+    store.add_texts(["the cat sat on the mat", "stock prices fell sharply", "a kitten naps"])
+    hits = store.search("sleepy cat", k=2)
+    assert store.embedder.model_id == "static:sentence-transformers/all-MiniLM-L6-v2"
+    assert len(hits) == 2
+    store.save(tmp_path / "s")
+    again = FaissStore.load(tmp_path / "s")
+    assert again.embedder.model_id == store.embedder.model_id
