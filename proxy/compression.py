@@ -202,6 +202,8 @@ class CompressionService:
         """The batcher for `method`, loading the compressor on first use."""
         if method not in self._batchers:
             options = dict(PROXY_DEFAULTS.get(method, {}))
+            if options.get("first_stage") == "static":  # MiniLM on survivors: half the budget
+                options["second_stage_s"] = 0.5 * self.deadline_s
             if method == self.method:
                 options.update(self.options)
             compressor = get_compressor(method, tokenizer=self.tokenizer_name, **options)
@@ -366,7 +368,8 @@ class CompressionService:
 
 
 # what the proxy changes in a method's defaults (the configured options still win):
-# extractive scores with static embeddings first, MiniLM only on survivors while time allows
+# extractive scores with static embeddings first, and MiniLM re-scores the survivors only
+# while that fits half the latency budget and nothing else is waiting
 PROXY_DEFAULTS: dict[str, dict[str, Any]] = {"extractive": {"first_stage": "static"}}
 _LONG_WORD = regex.compile(r"\S{64,}")
 
