@@ -111,11 +111,18 @@ class MessageUnit:
     regions: list[Region]
     tokens: int = 0
     rate: float | None = None
+    query: str | None = None  # from this message and the ones before it only
 
 
 @dataclass
 class Plan:
-    """What `plan_request` found: a deep copy of the body and the units to compress."""
+    """What `plan_request` found: a deep copy of the body and the units to compress.
+
+    The prefix rule: each unit's query comes from its own message and the ones before it
+    (the latest user text up to there), never from later turns, so message *i* compresses
+    the same way whatever follows it and provider prompt caches keep hitting.
+    `query` is the request's last user text (kept for callers that want it).
+    """
 
     body: dict[str, Any]
     protocol: Protocol
@@ -136,7 +143,7 @@ class Plan:
         return [
             CompressionRequest(
                 contexts=tuple(r.text for r in u.regions),
-                query=self.query,
+                query=u.query,
                 budget=Budget(rate=u.rate),
             )
             for u in self.active
@@ -255,9 +262,11 @@ def plan_request(
     if not isinstance(messages, list):
         return Plan(body, protocol, units, None, ["no messages"])
     breakpoint_at = _last_breakpoint(body) if protocol == "anthropic" else None
-    query = None
-    for message in reversed(messages):
-        if isinstance(message, dict) and message.get("role") == "user":
+    query = None  # the latest user text so far (the prefix rule)
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            continue
+        if message.get("role") == "user":
             text = _plain_text(message.get("content"))
             if policy.tags:
                 text = regex.sub(
@@ -266,10 +275,6 @@ def plan_request(
                     text,
                 )
             query = text.strip() or None
-            break
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            continue
         role = message.get("role")
         if role not in policy.roles:
             continue
@@ -288,7 +293,7 @@ def plan_request(
                 regions.append(Region(container, key, start, end))
         if not regions:
             continue
-        unit = MessageUnit(i, str(role), regions)
+        unit = MessageUnit(i, str(role), regions, query=query)
         unit.tokens = sum(count(r.text) for r in regions)
         if rate is None:
             unit.rate = policy.rate_for(unit.tokens)

@@ -56,6 +56,13 @@ class ServerConfig:
     log_level: str = "info"
     # request headers that may travel upstream (lower case); everything else is dropped
     forward_headers: list[str] = field(default_factory=lambda: list(DEFAULT_FORWARD_HEADERS))
+    # X-Forwarded-For / -Proto are believed only when on, and only from these addresses
+    proxy_headers: bool = False
+    forwarded_allow_ips: list[str] = field(default_factory=list)
+    header_timeout_s: float = 10.0  # request line + headers must arrive within this
+    body_timeout_s: float = 60.0  # the whole request body must arrive within this
+    idle_timeout_s: float = 5.0  # a keep-alive connection idle this long is closed
+    max_connections: int = 1024  # open connections past this are closed at once
 
 
 @dataclass
@@ -93,8 +100,13 @@ class CompressionConfig:
     parts: list[str] = field(default_factory=lambda: ["text"])
     tags: list[str] = field(default_factory=list)
     timeout_s: float = 10.0
+    # the most compression may add to a request: work estimated to take longer is not
+    # queued (the request goes uncompressed at once, reason=overloaded), and a request
+    # waits at most min(timeout_s, latency_budget_s) for its result; null: timeout_s only
+    latency_budget_s: float | None = 1.0
     on_error: str = "fail_open"  # or "fail_closed"
     cache_size: int = 4096
+    cache_bytes: int = 64 * 1024 * 1024  # the result cache's bound in bytes (about)
     max_batch: int = 32
 
     def policy(self) -> MessagePolicy:
@@ -119,6 +131,9 @@ class OverridesConfig:
 @dataclass
 class LimitsConfig:
     max_body_bytes: int = 32 * 1024 * 1024
+    # a non-streaming upstream reply is read whole (up to this) before it is relayed, so a
+    # reply the upstream breaks off becomes a 502, never a 200 with half a JSON document
+    max_response_buffer_bytes: int = 64 * 1024 * 1024
     max_json_depth: int = 64
 
 
@@ -209,6 +224,9 @@ class ProxyConfig:
             raise ConfigError("compression.on_error must be 'fail_open' or 'fail_closed'")
         if self.compression.timeout_s <= 0:
             raise ConfigError("compression.timeout_s must be > 0")
+        budget = self.compression.latency_budget_s
+        if budget is not None and budget <= 0:
+            raise ConfigError("compression.latency_budget_s must be > 0 (or null)")
         bad = set(self.overrides.allow) - set(OVERRIDES)
         if bad:
             raise ConfigError(f"overrides.allow: unknown {sorted(bad)} (allowed: {OVERRIDES})")
@@ -235,6 +253,12 @@ class ProxyConfig:
             raise ConfigError(str(exc)) from None
         if self.timeouts.retries < 0 or self.timeouts.retries > 10:
             raise ConfigError("timeouts.retries must be between 0 and 10")
+        s = self.server
+        for name in ("header_timeout_s", "body_timeout_s", "idle_timeout_s"):
+            if getattr(s, name) <= 0:
+                raise ConfigError(f"server.{name} must be > 0")
+        if s.max_connections < 1:
+            raise ConfigError("server.max_connections must be >= 1")
         self.server.forward_headers = [h.lower() for h in self.server.forward_headers]
         for h in ("host", "content-length", "transfer-encoding", "connection"):
             if h in self.server.forward_headers:

@@ -15,8 +15,22 @@ FAILURE_KINDS = (
     "upstream_timeout",
     "upstream_error",
     "upstream_stream",
+    "upstream_malformed",
     "client_disconnect",
     "local_model",
+    "invalid_text",
+    "overloaded",
+)
+# why a request went upstream uncompressed (the X-Ctxzip-Compression reason)
+UNCOMPRESSED_REASONS = (
+    "disabled",
+    "nothing to compress",
+    "nothing removed",
+    "overloaded",
+    "compression_timeout",
+    "compression_error",
+    "invalid_text",
+    "client_disconnect",
 )
 
 
@@ -54,6 +68,12 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )  # fmt: skip
         self.failures = Counter("ctxzip_proxy_failures", "Failures by kind.", ["kind"], registry=r)
+        self.uncompressed = Counter(
+            "ctxzip_proxy_uncompressed", "Requests forwarded uncompressed, by reason.",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        for reason in UNCOMPRESSED_REASONS:
+            self.uncompressed.labels(reason=reason)
         self.in_flight = Gauge("ctxzip_proxy_in_flight", "Requests being served now.", registry=r)
         for kind in FAILURE_KINDS:
             self.failures.labels(kind=kind)

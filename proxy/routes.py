@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ctxzip.errors import CtxzipError
+from ctxzip.proxy.admission import ClientGone, unless_disconnected
 from ctxzip.proxy.compression import CompressionFailed, CompressionService, Outcome
 from ctxzip.proxy.config import ProxyConfig
 from ctxzip.proxy.errors import Protocol, ProxyError, error_body, protocol_for_path
@@ -25,7 +26,9 @@ from ctxzip.proxy.streaming import Relay
 from ctxzip.proxy.upstream import Target, Upstreams, join_url, response_headers, safe_subpath
 
 log = logging.getLogger("ctxzip.proxy")
+Reply = Response | Relay  # what a route answers: a plain response or a relayed stream
 _TRUE = {"1", "true", "yes", "on"}
+_FAIL_CLOSED_STATUS = {"compression_timeout": 504, "overloaded": 503, "invalid_text": 400}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
@@ -40,7 +43,9 @@ class State:
         self.service = CompressionService(
             method=c.method, options=c.options, tokenizer=c.tokenizer, policy=policy,
             timeout_s=c.timeout_s, cache_size=c.cache_size, max_batch=c.max_batch,
-            cache=open_state(config.state, "compression", max_items=c.cache_size),
+            cache=open_state(config.state, "compression", max_items=c.cache_size,
+                             max_bytes=c.cache_bytes),
+            latency_budget_s=c.latency_budget_s,
         )  # fmt: skip
         self.images = config.images
         self.upstreams = Upstreams(config)
@@ -76,7 +81,10 @@ class State:
 
 def error_response(protocol: Protocol, error: ProxyError) -> Response:
     body = error_body(protocol, error.status, error.message, error.code, error.param)
-    return Response(body, status_code=error.status, media_type="application/json")
+    response = Response(body, status_code=error.status, media_type="application/json")
+    if error.status in (408, 413):  # the rest of the body is never read: close the link
+        response.headers["connection"] = "close"
+    return response
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -212,9 +220,21 @@ class Handlers:
 
     async def _compress(self, data: dict[str, Any], protocol: Protocol, route: str,
                         overrides: tuple[bool, float | None, str | None],
-                        size: int = 0, local: bool = False) -> Outcome:  # fmt: skip
+                        size: int = 0, local: bool = False,
+                        request: Request | None = None) -> Outcome:  # fmt: skip
         """Compress per the config and headers; `local`: the embedded model will answer, so
-        soft-token methods (xrag) may run (a remote upstream takes text only)."""
+        soft-token methods (xrag) may run (a remote upstream takes text only). Every
+        outcome that leaves the body as it was is counted by its reason."""
+        outcome = await self._compress_once(data, protocol, overrides, size, local, request)
+        if outcome.status != "applied":
+            self.metrics.uncompressed.labels(reason=outcome.reason or outcome.status).inc()
+        if outcome.failure is None and outcome.status != "disabled":
+            self.metrics.tokens(route, outcome.tokens_in, outcome.tokens_out)
+        return outcome
+
+    async def _compress_once(self, data: dict[str, Any], protocol: Protocol,
+                             overrides: tuple[bool, float | None, str | None], size: int,
+                             local: bool, request: Request | None) -> Outcome:  # fmt: skip
         disable, rate, method = overrides
         c = self.config.compression
         if not c.enabled or disable:
@@ -222,18 +242,24 @@ class Handlers:
         soft = local and self.state.soft.handles(method or c.method)
         service = self.state.soft if soft else self.state.service
         try:
-            outcome = await service.compress(
+            work = service.compress(
                 data, protocol, method=method, rate=rate, large=size > 256 * 1024
             )
+            if request is None:
+                outcome = await work
+            else:  # a client that leaves takes its compression work with it
+                outcome = await unless_disconnected(request.receive, work)
         except CompressionFailed as exc:
             self.metrics.fail(exc.kind)
-            log.warning("compression failed (%s): %s", exc.kind, exc)
+            if exc.kind == "overloaded":
+                log.debug("compression skipped: %s", exc)
+            else:
+                log.warning("compression failed (%s): %s", exc.kind, exc)
             if c.on_error == "fail_closed":
-                status = 504 if exc.kind == "compression_timeout" else 500
+                status = _FAIL_CLOSED_STATUS.get(exc.kind, 500)
                 raise ProxyError(status, f"compression failed: {exc}", exc.kind) from None
             return Outcome(None, "skipped", method or c.method, reason=exc.kind, failure=exc.kind)
         self.metrics.compression_seconds.labels(method=outcome.method).observe(outcome.seconds)
-        self.metrics.tokens(route, outcome.tokens_in, outcome.tokens_out)
         return outcome
 
     async def _fit_images(self, data: dict[str, Any], protocol: Protocol,
@@ -283,13 +309,13 @@ class Handlers:
 
     # ---- routes ------------------------------------------------------------------------
 
-    async def openai_chat(self, request: Request) -> Response | Relay:
+    async def openai_chat(self, request: Request) -> Reply:
         return await self._chat(request, "openai", "chat")
 
-    async def anthropic_messages(self, request: Request) -> Response | Relay:
+    async def anthropic_messages(self, request: Request) -> Reply:
         return await self._chat(request, "anthropic", "messages")
 
-    async def _chat(self, request: Request, protocol: Protocol, route: str) -> Response | Relay:
+    async def _chat(self, request: Request, protocol: Protocol, route: str) -> Reply:
         start = time.perf_counter()
         path = request.url.path
         try:
@@ -302,7 +328,8 @@ class Handlers:
             if images is not None and images.body is not None:
                 data, raw = images.body, b""  # re-encoded below
             target = self.state.upstreams.pick(route, data.get("model"))
-            outcome = await self._compress(data, protocol, route, overrides, size, target is None)
+            outcome = await self._compress(data, protocol, route, overrides, size, target is None,
+                                           request)  # fmt: skip
             self.state.recorder.begin(route, protocol, data, outcome)
             if not raw and outcome.body is None:
                 outcome.body = data
@@ -320,6 +347,10 @@ class Handlers:
                                        target)  # fmt: skip
         except ProxyError as exc:
             return self._error(protocol, exc, route, start)
+        except ClientGone:
+            self.metrics.fail("client_disconnect")
+            self.metrics.uncompressed.labels(reason="client_disconnect").inc()
+            return Response(status_code=499)  # nobody is listening
 
     async def compress(self, request: Request) -> Response:
         """Return the compressed request body without forwarding it."""
@@ -345,7 +376,7 @@ class Handlers:
             response.headers[k.decode()] = v.decode()
         return response
 
-    async def passthrough(self, request: Request) -> Response | Relay:
+    async def passthrough(self, request: Request) -> Reply:
         start = time.perf_counter()
         path = request.url.path
         protocol = protocol_for_path(path, request.headers)
@@ -379,7 +410,7 @@ class Handlers:
 
     async def _forward(self, method: str, url: str, headers: dict[str, str], body: bytes | None,
                        protocol: Protocol, route: str, extra: list[tuple[bytes, bytes]],
-                       start: float, target: Target) -> Response | Relay:  # fmt: skip
+                       start: float, target: Target) -> Reply:  # fmt: skip
         sent = time.perf_counter()
         try:
             upstream = await self.state.upstreams.send(method, url, headers, body)
@@ -397,23 +428,25 @@ class Handlers:
                 tap.finish(result)
             if result != "ok":
                 metrics.fail(result)
-            metrics.requests.labels(route=route, status=str(status)).inc()
-            log.info("%s %s -> %s %d %s %.1fms", method, route, target.name, status, result,
-                     (time.perf_counter() - start) * 1000)  # fmt: skip
+            metrics.requests.labels(route=route, status=str(relay.status)).inc()
+            log.info("%s %s -> %s %d %s %.1fms", method, route, target.name, relay.status,
+                     result, (time.perf_counter() - start) * 1000)  # fmt: skip
 
         async def aclose() -> None:
             upstream.close()  # read to the end: already back in the pool; else the link is cut
 
         chunks = upstream.content.iter_any()
-        return Relay(status, response_headers(upstream) + extra,
-                     tap.wrap(chunks) if tap else chunks, protocol=protocol,
-                     is_sse="text/event-stream" in content_type,
-                     aclose=aclose, on_close=on_close)  # fmt: skip
+        relay = Relay(status, response_headers(upstream) + extra,
+                      tap.wrap(chunks) if tap else chunks, protocol=protocol,
+                      is_sse="text/event-stream" in content_type,
+                      aclose=aclose, on_close=on_close, expect_end=route in ("chat", "messages"),
+                      buffer_limit=self.config.limits.max_response_buffer_bytes)  # fmt: skip
+        return relay
 
     async def _local(
         self, data: dict[str, Any], protocol: Protocol, stream: bool,
         extra: list[tuple[bytes, bytes]], route: str, start: float, soft: Any = None,
-    ) -> Response | Relay:  # fmt: skip
+    ) -> Reply:  # fmt: skip
         """Answer with the embedded model (`soft`: xrag vectors for its placeholders)."""
         local = self.state.local
         check_params(data)
@@ -429,7 +462,7 @@ class Handlers:
                        (b"cache-control", b"no-cache"), *extra]  # fmt: skip
             chunks = local.stream(data, protocol, soft)
             return Relay(200, headers, chunks, protocol=protocol, is_sse=True,
-                         aclose=chunks.aclose, on_close=on_close)  # fmt: skip
+                         aclose=chunks.aclose, on_close=on_close, expect_end=True)  # fmt: skip
         try:
             answer = await local.complete(data, protocol, soft)
         except ProxyError:
