@@ -139,11 +139,17 @@ def passthrough(text: str, content_type: str, reason: str) -> Shrunk:
     return Shrunk(text, content_type, reason=reason)
 
 
+QUERY_TAIL = 400
+
+
 def query_terms(query: str | None) -> list[str]:
     """Lower-cased words of the query worth matching (no stop words, no 1-letter words
-    unless they carry a digit)."""
+    unless they carry a digit). Of a long query only the last `QUERY_TAIL` characters
+    count: a user turn that pastes context usually ends with its question."""
     if not query:
         return []
+    if len(query) > QUERY_TAIL:
+        query = query[-QUERY_TAIL:].split(None, 1)[-1]
     seen: dict[str, None] = {}
     for word in _WORD.findall(query.lower()):
         word = word.strip(".-/")
