@@ -86,7 +86,9 @@ def grep_output(n: int = 200) -> str:
 
 def build_log(n: int = 200) -> str:
     """A package-manager-like log with one warning and one error."""
-    lines = [f"2026-01-01 10:00:{i % 60:02d} INFO fetched package-{i} ({i * 11} kB)" for i in range(n)]
+    lines = [
+        f"2026-01-01 10:00:{i % 60:02d} INFO fetched package-{i} ({i * 11} kB)" for i in range(n)
+    ]
     lines[n // 2 - 20] = f"2026-01-01 10:01:20 WARNING package-{n // 2 - 20} is deprecated"
     lines[n * 3 // 4] = f"2026-01-01 10:02:30 ERROR checksum mismatch for package-{n * 3 // 4}"
     return "\n".join(lines) + "\n"

@@ -3,8 +3,7 @@
 Always kept: the first and last lines, every error or warning line (with the line after
 it, where tracebacks and "caused by" usually continue), and lines whose shape differs
 from the dominant line shape when one dominates. Then lines matching the query, best
-first, while the budget lasts. Repeated lines (same text once digits are masked) score
-nothing after their first occurrence.
+first, while the budget lasts. Exact repeats score nothing after their first occurrence.
 """
 
 from __future__ import annotations
@@ -61,9 +60,9 @@ def compress(text: str, query: str | None, rate: float, lines: list[str] | None 
     scores = term_scores(lines, query_terms(query))
     seen: set[str] = set()
     for i, line in enumerate(lines):
-        norm = _DIGITS.sub("0", line.strip())
+        norm = line.strip()
         if norm in seen:
-            scores[i] = 0.0
+            scores[i] = 0.0  # an exact repeat tells nothing new
         seen.add(norm)
     budget = int(len(text) * rate)
     kept = select([len(x) for x in lines], scores, must, budget)

@@ -21,7 +21,8 @@ from ctxzip.compressors.content.base import (
 
 NAME = "search"
 LEVEL = re.compile(r"\b(?:ERROR|WARNING|FATAL|CRITICAL)\b")
-HIT = re.compile(r"^([^\s:][^:\n]{0,400}?)[:-](\d+)[:-]")
+HIT = re.compile(r"^([^\s:]{1,400}):(\d+):")
+AROUND = re.compile(r"^([^\s:]{1,400})-(\d+)-")  # grep -A/-B/-C context lines
 
 
 def looks_like(lines: list[str]) -> bool:
@@ -39,7 +40,7 @@ def compress(text: str, query: str | None, rate: float, lines: list[str] | None 
     paths: list[str] = []
     bodies: list[str] = []
     for i, line in enumerate(lines):
-        m = HIT.match(line)
+        m = HIT.match(line) or AROUND.match(line)
         if m is None:
             if line.strip() and not line.startswith("--"):
                 must.add(i)  # odd-shaped: "Binary file ... matches", grep errors
