@@ -18,14 +18,14 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from ctxzip.compressors.content import ContentCompressor
-from ctxzip.compressors.content.base import MARKER, is_alert
-from ctxzip.compressors.content.json_records import NOTE
-from ctxzip.compressors.content.router import detect, route
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ctxzip import Budget
+from ctxzip.compressors.content import ContentCompressor
+from ctxzip.compressors.content.base import MARKER, is_alert
+from ctxzip.compressors.content.json_records import NOTE
+from ctxzip.compressors.content.router import detect, route
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

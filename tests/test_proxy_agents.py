@@ -4,6 +4,7 @@ tool results in all three protocols, prompt-cache stable history, originals, met
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import re
 
@@ -249,7 +250,7 @@ def test_six_turn_agent_conversation_keeps_prefixes_identical(proxy, upstream):
         assert r.status_code == 200
         sent_turns.append(upstream.last["json"]["messages"])
         messages.append({"role": "assistant", "content": f"answer {turn}"})
-    for prev, cur in zip(sent_turns, sent_turns[1:], strict=False):
+    for prev, cur in itertools.pairwise(sent_turns):
         assert cur[: len(prev)] == prev
         encode = lambda m: json.dumps(m, ensure_ascii=False, separators=(",", ":"))  # noqa: E731
         assert encode(cur[: len(prev)]) == encode(prev)
