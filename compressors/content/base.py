@@ -9,6 +9,7 @@ fetched again (`ctxzip.middleware.originals`).
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
@@ -17,14 +18,25 @@ from dataclasses import dataclass, field
 MARKER_PREFIX = "[ctxzip:"
 MARKER = re.compile(r"\[ctxzip: (\d+) (\w+) omitted; expand key ([0-9a-f]{12})\]")
 
-ERROR_WORDS = re.compile(
-    r"\b(?:ERROR|ERR!?|WARN|WARNING|FATAL|CRITICAL|PANIC|SEVERE)\b"
-    r"|(?i:^\W{0,3}(?:error|warning|warn|fatal|traceback|exception|panic|failed|failure)\b)"
-    r"|(?i:(?:error|warning|exception|failed|failure|fatal)\s*[:!])"
-    r"|(?i:\bTraceback \(most recent call last\))"
+_UPPER_ALERT = r"\b(?:ERROR|ERR!?|WARN|WARNING|FATAL|CRITICAL|PANIC|SEVERE)\b"
+_LOWER_ALERT = (
+    r"^[^\w\n]{0,3}(?:error|warning|warn|fatal|traceback|exception|panic|failed|failure)\b"
+    r"|(?:error|warning|exception|failed|failure|fatal)[ \t]*[:!]"
+    r"|traceback \(most recent call last\)"
 )
-"""An error or warning line: a level word in capitals, a line that starts with one, or
-one followed by a colon ("SomeError: ...", "warning: ...")."""
+UPPER_ALERT = re.compile(_UPPER_ALERT, re.M)
+LOWER_ALERT = re.compile(_LOWER_ALERT, re.M)
+"""An error or warning line: a level word in capitals (`UPPER_ALERT`, on the text), or, in
+any case (`LOWER_ALERT`, on `ascii_lower(text)`), a line that starts with one or one
+followed by a colon ("SomeError: ...", "warning: ...")."""
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_lower(text: str) -> str:
+    """`text` with A-Z lowered only, so every offset stays where it was."""
+    return text.translate(_ASCII_LOWER)
+
+
 _WORD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-/]*[A-Za-z0-9_]|[A-Za-z0-9]")
 STOPWORDS = frozenset(
     [
@@ -161,15 +173,41 @@ def query_terms(query: str | None) -> list[str]:
     return list(seen)
 
 
+def _starts(texts: Sequence[str], sep: int) -> list[int]:
+    starts, pos = [], 0
+    for t in texts:
+        starts.append(pos)
+        pos += len(t) + sep
+    return starts
+
+
+def matching(pattern: re.Pattern[str], texts: Sequence[str], joined: str | None = None) -> set[int]:
+    """Indices of the `texts` (lines, with their endings) where a multi-line `pattern` matches.
+
+    One scan of the joined text instead of one regex call per line (``^`` must be compiled
+    with ``re.M``; a match is attributed to the line it starts in)."""
+    joined = "".join(texts) if joined is None else joined
+    starts = _starts(texts, 0)
+    return {bisect.bisect_right(starts, m.start()) - 1 for m in pattern.finditer(joined)}
+
+
 def term_scores(texts: Sequence[str], terms: Sequence[str]) -> list[float]:
     """Per text, the summed rarity (IDF-like) of the query terms it contains."""
     if not terms or not texts:
         return [0.0] * len(texts)
-    lowered = [t.lower() for t in texts]
+    lowered = ascii_lower("\x00".join(texts))  # offsets must not move
+    starts = _starts(texts, 1)
     scores = [0.0] * len(texts)
     n = len(texts)
     for term in terms:
-        hits = [i for i, t in enumerate(lowered) if term in t]
+        hits: set[int] = set()
+        pos = lowered.find(term)
+        while pos >= 0:
+            i = bisect.bisect_right(starts, pos) - 1
+            hits.add(i)
+            # on to the next text: one hit per text is enough
+            nxt = starts[i + 1] if i + 1 < n else len(lowered)
+            pos = lowered.find(term, max(pos + 1, nxt))
         if not hits or len(hits) > max(3, n // 2):
             # a term on most lines tells nothing apart (but still counts a little)
             weight = 0.1 if hits else 0.0
@@ -180,9 +218,33 @@ def term_scores(texts: Sequence[str], terms: Sequence[str]) -> list[float]:
     return scores
 
 
+_ALERT_HINTS = (
+    "err",
+    "warn",
+    "fatal",
+    "fail",
+    "critical",
+    "panic",
+    "exception",
+    "traceback",
+    "severe",
+)
+
+
 def is_alert(text: str) -> bool:
     """An error or warning line/record (always kept)."""
-    return ERROR_WORDS.search(text) is not None
+    lowered = ascii_lower(text)
+    if not any(hint in lowered for hint in _ALERT_HINTS):
+        return False  # the cheap test first: most records and lines hold none of these
+    return UPPER_ALERT.search(text) is not None or LOWER_ALERT.search(lowered) is not None
+
+
+def alert_lines(lines: Sequence[str], text: str) -> set[int]:
+    """Indices of the error/warning lines of `text` (split into `lines`, endings kept)."""
+    lowered = ascii_lower(text)
+    if not any(hint in lowered for hint in _ALERT_HINTS):
+        return set()
+    return matching(UPPER_ALERT, lines, text) | matching(LOWER_ALERT, lines, lowered)
 
 
 def select(

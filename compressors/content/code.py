@@ -12,6 +12,7 @@ import re
 
 from ctxzip.compressors.content.base import (
     Shrunk,
+    matching,
     passthrough,
     query_terms,
     render_lines,
@@ -21,23 +22,25 @@ from ctxzip.compressors.content.base import (
 
 NAME = "code"
 OUTLINE = re.compile(
-    r"^\s*(?:(?:async\s+)?def |class |import |from \S+ import |@\w|#include|package |"
-    r"(?:export\s+)?(?:async\s+)?function\b|(?:pub(?:\([^)]*\))?\s+)?fn |func |"
-    r"(?:public|private|protected|static|interface|struct|enum|trait|impl|module|namespace)\b)"
+    r"^[ \t]*(?:(?:async[ \t]+)?def |class |import |from \S+ import |@\w|#include|package |"
+    r"(?:export[ \t]+)?(?:async[ \t]+)?function\b|(?:pub(?:\([^)]*\))?[ \t]+)?fn |func |"
+    r"(?:public|private|protected|static|interface|struct|enum|trait|impl|module|namespace)\b)",
+    re.M,
 )
 CODEISH = re.compile(
-    r"^\s*(?:(?:async\s+)?def |class |import |from \S+ import |return\b|if\b.*[:{]\s*$|"
-    r"for\b.*[:{]\s*$|while\b.*[:{]\s*$|elif\b|else\s*[:{]|try\s*[:{]|except\b|#include|"
+    r"^[ \t]*(?:(?:async[ \t]+)?def |class |import |from \S+ import |return\b|if\b.*[:{][ \t]*$|"
+    r"for\b.*[:{][ \t]*$|while\b.*[:{][ \t]*$|elif\b|else[ \t]*[:{]|try[ \t]*[:{]|except\b|#include|"
     r"function\b|const |let |var |fn |func |pub |package |#|//)"
-    r"|[{};]\s*$|\):\s*$"
+    r"|[{};][ \t]*$|\):[ \t]*$",
+    re.M,
 )
 CONTEXT = 2
 
 
 def looks_like(lines: list[str]) -> bool:
     """At least a fifth of the non-empty lines look like code."""
-    sample = [x for x in lines[:400] if x.strip()]
-    return len(sample) >= 5 and sum(1 for x in sample if CODEISH.search(x)) >= 0.2 * len(sample)
+    sample = [x for x in lines[:300] if x.strip()]
+    return len(sample) >= 5 and len(matching(CODEISH, sample)) >= 0.2 * len(sample)
 
 
 def compress(text: str, query: str | None, rate: float, lines: list[str] | None = None) -> Shrunk:
@@ -46,7 +49,7 @@ def compress(text: str, query: str | None, rate: float, lines: list[str] | None 
     n = len(lines)
     if n < 8:
         return passthrough(text, NAME, "too_short")
-    must = {i for i, line in enumerate(lines) if OUTLINE.match(line)}
+    must = matching(OUTLINE, lines, text)
     raw = term_scores(lines, query_terms(query))
     scores = list(raw)
     for i, s in enumerate(raw):

@@ -12,6 +12,7 @@ import re
 
 from ctxzip.compressors.content.base import (
     Shrunk,
+    matching,
     passthrough,
     query_terms,
     render_lines,
@@ -23,7 +24,8 @@ NAME = "diff"
 HEADER = re.compile(
     r"^(?:commit [0-9a-f]{7,64}\b|Author: |Date: |Merge: |diff --git |diff -|index [0-9a-f]|"
     r"--- |\+\+\+ |new file mode|deleted file mode|old mode|new mode|rename from|rename to|"
-    r"similarity index|Binary files )"
+    r"similarity index|Binary files )",
+    re.M,
 )
 
 
@@ -48,10 +50,10 @@ def compress(text: str, query: str | None, rate: float, lines: list[str] | None 
     if len(lines) < 8:
         return passthrough(text, NAME, "too_short")
     scores = term_scores(lines, query_terms(query))
-    must: set[int] = set()
+    must = matching(HEADER, lines, "".join(lines))
     in_message = False
     for i, line in enumerate(lines):
-        if HEADER.match(line):
+        if i in must:
             must.add(i)
             in_message = line.startswith("Date: ")
             continue

@@ -31,6 +31,7 @@ from ctxzip.compressors.content.base import (
 
 NAME = "json"
 MIN_RECORDS = 8
+SMALL = 400  # characters
 NOTE = "ctxzip_omitted"
 HEAD, TAIL = 2, 1
 _WS = " \t\n\r"
@@ -117,8 +118,9 @@ class _Walker:
         items: list[Any] = list(value.values()) if isinstance(value, dict) else list(value)
         if isinstance(value, dict) and len(items) != len(members):
             return  # duplicate keys: leave this object as it is
-        for item, (_, _p, s, _e) in zip(items, members, strict=True):
-            self.walk(item, s, depth + 1)
+        for item, (_, _p, s, e) in zip(items, members, strict=True):
+            if e - s >= SMALL:  # a small container cannot hold a long array
+                self.walk(item, s, depth + 1)
 
     def shrink(self, value: Any, start: int, end: int, members: list[Member]) -> None:
         text = self.text

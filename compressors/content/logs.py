@@ -12,7 +12,7 @@ import re
 
 from ctxzip.compressors.content.base import (
     Shrunk,
-    is_alert,
+    alert_lines,
     passthrough,
     query_terms,
     render_lines,
@@ -51,11 +51,10 @@ def compress(text: str, query: str | None, rate: float, lines: list[str] | None 
     if n <= HEAD + TAIL + 1:
         return passthrough(text, NAME, "too_short")
     must = set(range(HEAD)) | set(range(n - TAIL, n))
-    for i, line in enumerate(lines):
-        if is_alert(line):
-            must.add(i)
-            if i + 1 < n:
-                must.add(i + 1)
+    for i in alert_lines(lines, "".join(lines)):
+        must.add(i)
+        if i + 1 < n:
+            must.add(i + 1)
     must |= odd_lines(lines)
     scores = term_scores(lines, query_terms(query))
     seen: set[str] = set()
