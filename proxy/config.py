@@ -124,6 +124,8 @@ class ToolResultsConfig:
     store_path: str = ":memory:"  # SQLite file for omitted originals
     store_ttl_s: float = 86400.0
     store_max_bytes: int = 256 * 1024 * 1024
+    expand_tool: bool = False  # add `ctxzip_expand` to requests that declare tools
+    expand_rounds: int = 2  # most rounds the proxy answers `ctxzip_expand` itself
 
     def policy(self) -> ToolResultPolicy:
         return ToolResultPolicy(
@@ -207,6 +209,8 @@ class ProxyConfig:
         t = self.tool_results
         if t.timeout_s <= 0 or t.store_ttl_s <= 0 or t.store_max_bytes <= 0:
             raise ConfigError("tool_results: timeout_s, store_ttl_s, store_max_bytes must be > 0")
+        if not 1 <= t.expand_rounds <= 8:
+            raise ConfigError("tool_results.expand_rounds must be between 1 and 8")
         bad = set(self.overrides.allow) - set(OVERRIDES)
         if bad:
             raise ConfigError(f"overrides.allow: unknown {sorted(bad)} (allowed: {OVERRIDES})")

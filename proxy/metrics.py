@@ -69,6 +69,10 @@ class Metrics:
             "ctxzip_proxy_tool_results_skipped", "Tool results left as they were, by reason.",
             ["protocol", "reason"], registry=r,
         )  # fmt: skip
+        self.expand_calls = Counter(
+            "ctxzip_proxy_expand_calls", "ctxzip_expand calls the proxy answered itself.",
+            registry=r,
+        )  # fmt: skip
         self.failures = Counter("ctxzip_proxy_failures", "Failures by kind.", ["kind"], registry=r)
         self.in_flight = Gauge("ctxzip_proxy_in_flight", "Requests being served now.", registry=r)
         for kind in FAILURE_KINDS:

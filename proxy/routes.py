@@ -9,12 +9,14 @@ import logging
 import time
 from typing import Any
 
+import aiohttp
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ctxzip.compressors.images.compressor import ImageBudgetOutcome
 from ctxzip.errors import CtxzipError
 from ctxzip.middleware.agent_items import AgentProtocol
+from ctxzip.proxy import expand
 from ctxzip.proxy.compression import CompressionFailed, CompressionService, Outcome
 from ctxzip.proxy.config import ProxyConfig
 from ctxzip.proxy.errors import Protocol, ProxyError, error_body, protocol_for_path
@@ -358,6 +360,11 @@ class Handlers:
             headers = self.state.upstreams.headers(request.headers, target, protocol)
             headers["content-type"] = "application/json"
             url = join_url(target.upstream.url, safe_subpath(path))
+            forwarded = outcome.body if outcome.body is not None else data
+            if (self.config.tool_results.expand_tool and not overrides[0]
+                    and expand.declares_tools(forwarded)):  # fmt: skip
+                return await self._expanding(url, headers, forwarded, kind, protocol, route,
+                                             extra, start)  # fmt: skip
             return await self._forward("POST", url, headers, body, protocol, route, extra, start,
                                        target)  # fmt: skip
         except ProxyError as exc:
@@ -446,6 +453,70 @@ class Handlers:
             return self._error(protocol, exc, "passthrough", start)
 
     # ---- forwarding --------------------------------------------------------------------
+
+    async def _expanding(self, url: str, headers: dict[str, str], data: dict[str, Any],
+                         kind: AgentProtocol, protocol: Protocol, route: str,
+                         extra: list[tuple[bytes, bytes]], start: float) -> Response:  # fmt: skip
+        """Forward with the `ctxzip_expand` tool and answer its calls here (see proxy.expand)."""
+        headers = {**headers, "accept-encoding": "identity"}  # answers are parsed here
+        stream = bool(data.get("stream"))
+        body = expand.with_tool(data, kind)
+        rounds = self.config.tool_results.expand_rounds
+        answered = 0
+        for n in range(rounds + 1):
+            if n == rounds:
+                body = expand.without_tool(body)
+            raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            sent = time.perf_counter()
+            try:
+                upstream = await self.state.upstreams.send("POST", url, headers, raw)
+            except ProxyError as exc:
+                self.metrics.fail(exc.code if exc.code.startswith("upstream_") else
+                                  "upstream_connect")  # fmt: skip
+                raise
+            try:
+                content = await upstream.read()
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                self.metrics.fail("upstream_stream")
+                raise ProxyError(502, "the upstream answer broke off", "upstream_stream") from exc
+            finally:
+                upstream.release()
+            self.metrics.upstream_seconds.labels(route=route).observe(time.perf_counter() - sent)
+            status = upstream.status
+            if status != 200:
+                break
+            try:
+                if "text/event-stream" in upstream.headers.get("content-type", ""):
+                    answer = expand.assemble(content, kind)
+                else:
+                    answer = json.loads(content)
+            except ValueError:
+                break
+            found, others = expand.calls(answer, kind)
+            if not found or n == rounds:
+                break
+            if others:  # the client's tools too: the client gets the answer minus our calls
+                if not stream:
+                    content = json.dumps(expand.strip_calls(answer, kind)).encode("utf-8")
+                break
+            store = self.state.tools.store
+            results = {}
+            for call in found:
+                text = await asyncio.to_thread(store.get, call.key)
+                results[call.id] = text if text is not None else (
+                    f"no original is stored under key {call.key!r} (unknown or expired)")  # fmt: skip
+            answered += len(found)
+            self.metrics.expand_calls.inc(len(found))
+            body = expand.next_body(body, answer, kind, results)
+        hop = {b"content-length", b"transfer-encoding", b"content-encoding"}
+        out = [(k, v) for k, v in response_headers(upstream) if k not in hop]
+        out += [*extra, (b"x-ctxzip-expand-calls", str(answered).encode())]
+        self.metrics.requests.labels(route=route, status=str(status)).inc()
+        log.info("%s expand -> %d after %d expand calls (%.1fms)", route, status, answered,
+                 (time.perf_counter() - start) * 1000)  # fmt: skip
+        response = Response(content, status_code=status)
+        response.raw_headers = [*out, (b"content-length", str(len(content)).encode())]
+        return response
 
     async def _forward(self, method: str, url: str, headers: dict[str, str], body: bytes | None,
                        protocol: Protocol, route: str, extra: list[tuple[bytes, bytes]],

@@ -287,3 +287,69 @@ def test_metrics_per_content_type_and_protocol(proxy, upstream):
                              r'protocol="(\w+)"\} ([\d.e+]+)', text)
     }  # fmt: skip
     assert saved[("search", "openai")] > 0 and saved[("json", "responses")] > 0
+
+
+# ---- the ctxzip_expand tool ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def expander():
+    from test_responses_fakes import ExpandingUpstream
+
+    fake = ExpandingUpstream()
+    with serve(fake.app) as url:
+        fake.url = url
+        config = make_config(url, tool_results={"min_tokens": 200, "expand_tool": True})
+        with run_proxy(config) as (proxy_url, _):
+            yield fake, proxy_url
+
+
+CLIENT_TOOL = {"type": "function", "function": {"name": "grep", "parameters": {"type": "object"}}}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_expand_tool_answered_by_the_proxy_openai(expander, stream):
+    fake, url = expander
+    fake.requests.clear()
+    body = {**chat_body(grep_output()), "model": "expander", "tools": [CLIENT_TOOL]}
+    client = oai(url)
+    if stream:
+        chunks = list(client.chat.completions.create(**body, stream=True))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        calls = [c for c in chunks if c.choices and c.choices[0].delta.tool_calls]
+    else:
+        message = client.chat.completions.create(**body).choices[0].message
+        text, calls = message.content, message.tool_calls or []
+    assert text.startswith("expanded ") and int(text.split()[1]) > 100 and not calls
+    first, second = fake.requests[-2]["json"], fake.requests[-1]["json"]
+    assert first["tools"][0] == CLIENT_TOOL and first["tools"][1]["function"]["name"] == (
+        "ctxzip_expand"
+    )
+    assert second["tools"] == first["tools"]  # the same definition every round
+    assert second["messages"][-1]["role"] == "tool"
+    assert second["messages"][-1]["content"] in grep_output()  # the original, served here
+
+
+def test_expand_tool_anthropic_and_responses(expander):
+    fake, url = expander
+    req = {"model": "expander", "max_tokens": 16, "tools": [
+        {"name": "sh", "input_schema": {"type": "object"}}], "messages": [
+        {"role": "user", "content": "Did the install fail?"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "tu_1", "name": "sh",
+                                           "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu_1",
+                                      "content": build_log()}]},
+    ]}  # fmt: skip
+    answer = anthropic.Anthropic(base_url=url, api_key="k", max_retries=0).messages.create(**req)
+    assert answer.content[0].text.startswith("expanded ")
+    assert fake.requests[-1]["json"]["tools"][-1]["name"] == "ctxzip_expand"
+    r = oai(url).responses.create(model="expander", input=responses_input(), tools=TOOLS)
+    assert r.output_text.startswith("expanded ")
+    assert [o.type for o in r.output] == ["message"]
+
+
+def test_expand_tool_not_added_without_client_tools(expander):
+    fake, url = expander
+    fake.requests.clear()
+    httpx.post(url + "/v1/chat/completions", json={**chat_body(grep_output()), "model": "m"})
+    assert "tools" not in fake.requests[-1]["json"]

@@ -4,6 +4,7 @@ agent-shaped tool outputs for the tool-result tests."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -92,3 +93,79 @@ def build_log(n: int = 200) -> str:
     lines[n // 2 - 20] = f"2026-01-01 10:01:20 WARNING package-{n // 2 - 20} is deprecated"
     lines[n * 3 // 4] = f"2026-01-01 10:02:30 ERROR checksum mismatch for package-{n * 3 // 4}"
     return "\n".join(lines) + "\n"
+
+
+_KEY = re.compile(r"expand key ([0-9a-f]{12})|\"key\": \"([0-9a-f]{12})\"")
+
+
+def _first_key(body: dict[str, Any]) -> str:
+    m = _KEY.search(json.dumps(body.get("messages") or body.get("input"), ensure_ascii=False)
+                    .replace('\\"', '"'))  # fmt: skip
+    return (m.group(1) or m.group(2)) if m else "000000000000"
+
+
+class ExpandingUpstream(ResponsesUpstream):
+    """Model "expander": calls `ctxzip_expand` once (with the first marker key it sees), then
+    answers with the length of what the tool returned."""
+
+    async def chat(self, request: Request) -> Response:
+        body = json.loads(await request.body())
+        if body.get("model") != "expander":
+            return await super().chat(request)
+        self.requests.append({"json": body, "path": request.url.path})
+        last = body["messages"][-1]
+        if last.get("role") == "tool" and last.get("tool_call_id") == "xp_1":
+            message: dict[str, Any] = {"role": "assistant",
+                                       "content": f"expanded {len(last['content'])}"}  # fmt: skip
+        else:
+            args = json.dumps({"key": _first_key(body)})
+            message = {"role": "assistant", "content": None, "tool_calls": [{
+                "id": "xp_1", "type": "function",
+                "function": {"name": "ctxzip_expand", "arguments": args}}]}  # fmt: skip
+        if not body.get("stream"):
+            return JSONResponse({"id": "c", "object": "chat.completion", "created": 1,
+                                 "model": "expander", "choices": [{"index": 0, "message": message,
+                                 "finish_reason": "stop"}]})  # fmt: skip
+        base = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "expander"}
+        delta: dict[str, Any] = {"role": "assistant"}
+        if message.get("tool_calls"):
+            call = message["tool_calls"][0]
+            delta["tool_calls"] = [{"index": 0, **call}]
+        else:
+            delta["content"] = message["content"]
+        chunks = [{**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+                  {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]  # fmt: skip
+        data = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+        return Response(data, media_type="text/event-stream")
+
+    async def messages(self, request: Request) -> Response:
+        body = json.loads(await request.body())
+        if body.get("model") != "expander":
+            return await super().messages(request)
+        self.requests.append({"json": body, "path": request.url.path})
+        last = body["messages"][-1]["content"]
+        block = last[0] if isinstance(last, list) and last else {}
+        if block.get("type") == "tool_result" and block.get("tool_use_id") == "xp_1":
+            content = [{"type": "text", "text": f"expanded {len(block['content'])}"}]
+        else:
+            content = [{"type": "tool_use", "id": "xp_1", "name": "ctxzip_expand",
+                        "input": {"key": _first_key(body)}}]  # fmt: skip
+        return JSONResponse({"id": "m", "type": "message", "role": "assistant",
+                             "model": "expander", "content": content, "stop_reason": "end_turn",
+                             "stop_sequence": None,
+                             "usage": {"input_tokens": 1, "output_tokens": 1}})  # fmt: skip
+
+    async def responses(self, request: Request) -> Response:
+        body = json.loads(await request.body())
+        if body.get("model") != "expander":
+            return await super().responses(request)
+        self.requests.append({"json": body, "path": request.url.path})
+        last = body["input"][-1]
+        if last.get("type") == "function_call_output" and last.get("call_id") == "xp_1":
+            return JSONResponse(_response("expander", f"expanded {len(last['output'])}",
+                                          "completed"))  # fmt: skip
+        out = _response("expander", "", "completed")
+        out["output"] = [{"type": "function_call", "id": "fc_1", "call_id": "xp_1",
+                          "name": "ctxzip_expand", "status": "completed",
+                          "arguments": json.dumps({"key": _first_key(body)})}]  # fmt: skip
+        return JSONResponse(out)
