@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 MARKER_PREFIX = "[ctxzip:"
+MARKER_COST = 56  # characters of a marker line; shorter runs of lines are kept instead
 MARKER = re.compile(r"\[ctxzip: (\d+) (\w+) omitted; expand key ([0-9a-f]{12})\]")
 
 _UPPER_ALERT = r"\b(?:ERROR|ERR!?|WARN|WARNING|FATAL|CRITICAL|PANIC|SEVERE)\b"
@@ -282,6 +283,10 @@ def render_lines(lines: Sequence[str], kept: set[int], unit: str = "lines") -> S
         while j < n and j not in kept:
             j += 1
         block = "".join(lines[i:j])
+        if len(block) <= MARKER_COST:  # a marker would cost more than the lines it hides
+            out.append(block)
+            i = j
+            continue
         key = key_for(block)
         originals[key] = block
         omitted += j - i

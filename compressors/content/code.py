@@ -12,6 +12,7 @@ import re
 
 from ctxzip.compressors.content.base import (
     Shrunk,
+    ascii_lower,
     matching,
     passthrough,
     query_terms,
@@ -21,26 +22,33 @@ from ctxzip.compressors.content.base import (
 )
 
 NAME = "code"
-OUTLINE = re.compile(
-    r"^[ \t]*(?:(?:async[ \t]+)?def |class |import |from \S+ import |@\w|#include|package |"
-    r"(?:export[ \t]+)?(?:async[ \t]+)?function\b|(?:pub(?:\([^)]*\))?[ \t]+)?fn |func |"
-    r"(?:public|private|protected|static|interface|struct|enum|trait|impl|module|namespace)\b)",
-    re.M,
-)
-CODEISH = re.compile(
-    r"^[ \t]*(?:(?:async[ \t]+)?def |class |import |from \S+ import |return\b|if\b.*[:{][ \t]*$|"
-    r"for\b.*[:{][ \t]*$|while\b.*[:{][ \t]*$|elif\b|else[ \t]*[:{]|try[ \t]*[:{]|except\b|#include|"
-    r"function\b|const |let |var |fn |func |pub |package |#|//)"
-    r"|[{};][ \t]*$|\):[ \t]*$",
-    re.M,
-)
+OUTLINE = (
+    "def ", "async def ", "class ", "import ", "@", "#include", "package ", "function ",
+    "export ", "async function ", "fn ", "pub ", "pub(", "func ", "public ", "private ",
+    "protected ", "static ", "interface ", "struct ", "enum ", "trait ", "impl ", "module ",
+    "namespace ",
+)  # fmt: skip
+"""Line starts (after indentation) of the outline: imports, signatures, decorators."""
+CODEISH = (
+    *OUTLINE, "from ", "return", "if ", "for ", "while ", "elif ", "else", "try", "except",
+    "const ", "let ", "var ", "#", "//",
+)  # fmt: skip
+CODE_ENDS = ("{", "}", ";", "):", ":")
 CONTEXT = 2
+
+
+def _outline(stripped: str) -> bool:
+    if stripped.startswith("from "):
+        return " import " in stripped
+    return stripped.startswith(OUTLINE)
 
 
 def looks_like(lines: list[str]) -> bool:
     """At least a fifth of the non-empty lines look like code."""
-    sample = [x for x in lines[:300] if x.strip()]
-    return len(sample) >= 5 and len(matching(CODEISH, sample)) >= 0.2 * len(sample)
+    sample = [x.strip() for x in lines[:300]]
+    sample = [x for x in sample if x]
+    hits = sum(1 for x in sample if x.startswith(CODEISH) or x.endswith(CODE_ENDS))
+    return len(sample) >= 5 and hits >= 0.2 * len(sample)
 
 
 def compress(text: str, query: str | None, rate: float, lines: list[str] | None = None) -> Shrunk:
@@ -49,8 +57,17 @@ def compress(text: str, query: str | None, rate: float, lines: list[str] | None 
     n = len(lines)
     if n < 8:
         return passthrough(text, NAME, "too_short")
-    must = matching(OUTLINE, lines, text)
-    raw = term_scores(lines, query_terms(query))
+    must = {i for i, line in enumerate(lines) if _outline(line.lstrip())}
+    terms = query_terms(query)
+    raw = term_scores(lines, terms)
+    if terms:  # where a queried name is defined or assigned says most about it
+        names = "|".join(re.escape(t) for t in terms)
+        defining = re.compile(
+            rf"\b(?:{names})\b[ \t]*(?::[^=\n]*)?=(?!=)"
+            rf"|\b(?:def|class|fn|func|function)[ \t]+(?:{names})\b"
+        )
+        for i in matching(defining, lines, ascii_lower(text)):
+            raw[i] += 1.0
     scores = list(raw)
     for i, s in enumerate(raw):
         if s > 0:
