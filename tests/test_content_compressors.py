@@ -234,3 +234,26 @@ def test_real_inputs(kind, text):
     assert len(out.text) < len(text)
     tokens = set(re.findall(r"\S+", MARKER.sub("", out.text)))
     assert tokens <= set(re.findall(r"\S+", text))  # nothing split, merged or altered
+
+
+@FAST
+@given(
+    value=st.dictionaries(st.text(min_size=1, max_size=10), st.one_of(record, json_scalar),
+                          min_size=8, max_size=40),
+    query=queries,
+    rate=rates,
+)  # fmt: skip
+def test_long_objects_keep_members_verbatim_and_note_the_rest(value, query, rate):
+    text = json.dumps(value, indent=1)
+    out = route(text, query, rate)
+    new = json.loads(out.text)
+    assert isinstance(new, dict)
+    if not out.changed:
+        assert out.text == text
+        return
+    note = new.pop(NOTE)
+    assert len(new) + note["count"] == note["of"] == len(value)
+    assert all(value[k] == v for k, v in new.items())  # kept members unchanged
+    assert list(new) == [k for k in value if k in new]  # in their order
+    omitted = json.loads(out.originals[note["key"]])
+    assert set(omitted) | set(new) == set(value) and not set(omitted) & set(new)
