@@ -235,6 +235,8 @@ class _PromptCompression:
             # the question sits in the very message being compressed (a RAG prompt
             # template): its last paragraph is the question, not the whole message
             plan.query = _last_paragraph(plan.query)
+        for unit in plan.units:  # one query for the whole prompt here (no provider cache)
+            unit.query = plan.query
         if self.budget.target_tokens is not None:
             for unit in plan.units:  # an absolute budget is shared out by size
                 if unit.tokens >= max(self.policy.min_tokens, 1):

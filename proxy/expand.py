@@ -4,7 +4,7 @@ When `tool_results.expand_tool` is on and a request already declares tools, the 
 appends one tool definition (the same bytes on every request, so prompt caches hold).
 If the model's answer calls only that tool, the proxy answers the calls from the
 originals store, appends the call and its results to the conversation and asks again,
-at most `expand_rounds` times (the last round goes without the tool); the client only
+at most `expand_rounds` times (then one last round with ``tool_choice`` none); the client only
 ever sees the final answer. Responses are read whole before they are relayed (a
 stream is relayed once its round is known to be the last), since the proxy must know
 whether the model called the tool before the client sees anything. When the model calls
@@ -63,9 +63,12 @@ def with_tool(body: dict[str, Any], protocol: AgentProtocol) -> dict[str, Any]:
     return {**body, "tools": [*body["tools"], definition(protocol)]}
 
 
-def without_tool(body: dict[str, Any]) -> dict[str, Any]:
-    """A shallow copy of `body` without the expand tool."""
-    return {**body, "tools": [t for t in body.get("tools", []) if _tool_name(t) != NAME]}
+def final_round(body: dict[str, Any], protocol: AgentProtocol) -> dict[str, Any]:
+    """A shallow copy of `body` that lets the model call no tool (its last round).
+
+    The tool stays declared: Anthropic refuses ``tool_use`` history without tool definitions.
+    """
+    return {**body, "tool_choice": {"type": "none"} if protocol == "anthropic" else "none"}
 
 
 @dataclass

@@ -465,7 +465,7 @@ class Handlers:
         answered = 0
         for n in range(rounds + 1):
             if n == rounds:
-                body = expand.without_tool(body)
+                body = expand.final_round(body, kind)
             raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
             sent = time.perf_counter()
             try:

@@ -353,3 +353,14 @@ def test_expand_tool_not_added_without_client_tools(expander):
     fake.requests.clear()
     httpx.post(url + "/v1/chat/completions", json={**chat_body(grep_output()), "model": "m"})
     assert "tools" not in fake.requests[-1]["json"]
+
+
+def test_expand_rounds_are_bounded(expander):
+    fake, url = expander
+    fake.requests.clear()
+    body = {**chat_body(grep_output()), "model": "expander-loop", "tools": [CLIENT_TOOL]}
+    raw = oai(url).chat.completions.with_raw_response.create(**body)
+    assert raw.parse().choices[0].message.content == "expanded enough"
+    assert len(fake.requests) == 3  # expand_rounds = 2, then one round without tool calls
+    assert raw.headers["x-ctxzip-expand-calls"] == "2"
+    assert fake.requests[-1]["json"]["tool_choice"] == "none"

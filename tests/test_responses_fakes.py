@@ -110,13 +110,15 @@ class ExpandingUpstream(ResponsesUpstream):
 
     async def chat(self, request: Request) -> Response:
         body = json.loads(await request.body())
-        if body.get("model") != "expander":
+        if body.get("model") not in ("expander", "expander-loop"):
             return await super().chat(request)
         self.requests.append({"json": body, "path": request.url.path})
         last = body["messages"][-1]
-        if last.get("role") == "tool" and last.get("tool_call_id") == "xp_1":
-            message: dict[str, Any] = {"role": "assistant",
-                                       "content": f"expanded {len(last['content'])}"}  # fmt: skip
+        loop = body["model"] == "expander-loop"  # calls the tool whenever it may
+        if loop and body.get("tool_choice") == "none":
+            message: dict[str, Any] = {"role": "assistant", "content": "expanded enough"}
+        elif not loop and last.get("role") == "tool" and last.get("tool_call_id") == "xp_1":
+            message = {"role": "assistant", "content": f"expanded {len(last['content'])}"}
         else:
             args = json.dumps({"key": _first_key(body)})
             message = {"role": "assistant", "content": None, "tool_calls": [{
