@@ -116,8 +116,10 @@ def plan_tool_results(
     policy: ToolResultPolicy,
     count: Callable[[str], int],
 ) -> ToolPlan:
-    """Find the tool results of `body` to compress (the plan holds a deep copy)."""
-    body = copy.deepcopy(body)
+    """Find the tool results of `body` to compress.
+
+    `body` is only read; when something is to be compressed the plan holds a deep copy
+    (its units point into the copy), otherwise the body itself."""
     plan = ToolPlan(body, protocol, [], policy.rate)
     slots = tool_slots(body, protocol)
     if not slots:
@@ -144,9 +146,19 @@ def plan_tool_results(
             continue
         text = slot.text
         tokens = count(text) if text.strip() else 0
+        if len(text) < policy.min_tokens:  # a token is at least one character
+            skip("below_threshold")
+            continue
+        tokens = count(text) if text.strip() else 0
         if tokens < max(policy.min_tokens, 1):
             skip("below_threshold")
             continue
         where = slot.call_index if slot.call_index >= 0 else slot.index
         plan.units.append(ToolUnit(slot, query_before(texts, where), tokens))
+    if plan.units:  # copy only now, and point the units at the copy's strings
+        plan.body = copy.deepcopy(body)
+        position = {id(slot): k for k, slot in enumerate(slots)}
+        fresh = tool_slots(plan.body, protocol)  # the same walk, so the same order
+        for unit in plan.units:
+            unit.slot = fresh[position[id(unit.slot)]]
     return plan

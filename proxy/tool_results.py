@@ -114,8 +114,11 @@ class ToolResultService:
                     disabled: bool) -> ToolOutcome:  # fmt: skip
         """Compress the tool results of `data` (fail-open; never raises for content)."""
         start = time.perf_counter()
+        slots = tool_slots(data, protocol)
+        if not slots:
+            return ToolOutcome(None, "none")
         if disabled or not self.policy.enabled:
-            n = len(tool_slots(data, protocol))
+            n = len(slots)
             return ToolOutcome(
                 None, "disabled" if n else "none", skipped={"disabled": n} if n else {}
             )
