@@ -119,7 +119,7 @@ class ToolResultsConfig:
     include: list[str] = field(default_factory=list)  # tool-name globs; empty: every tool
     exclude: list[str] = field(default_factory=list)  # tool-name globs never compressed
     prose_method: str = ""  # text method for prose results; "": compression.method
-    timeout_s: float = 5.0
+    timeout_s: float = 10.0
     cache_size: int = 2048  # compressed results remembered (repeated history is free)
     store_path: str = ":memory:"  # SQLite file for omitted originals
     store_ttl_s: float = 86400.0

@@ -25,6 +25,7 @@ from ctxzip import Budget
 from ctxzip.compressors.content import ContentCompressor
 from ctxzip.compressors.content.base import MARKER, is_alert
 from ctxzip.compressors.content.json_records import NOTE
+from ctxzip.compressors.content.logs import odd_lines
 from ctxzip.compressors.content.router import detect, route
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -63,6 +64,9 @@ def log_text(draw: st.DrawFn) -> str:
     lines = []
     for i in range(n):
         body = " ".join(draw(st.lists(words, min_size=1, max_size=8)))
+        if draw(st.integers(0, 19)) == 0:  # an odd-shaped line: a stack-trace continuation
+            lines.append(f"    at {body} (main.js:{i})")
+            continue
         lines.append(f"2026-01-01 10:00:{i % 60:02d} {draw(level)} {body}")
     end = draw(st.sampled_from(["\n", "", "\r\n"]))
     return (end or "\n").join(lines) + end
@@ -116,8 +120,11 @@ def test_line_results_keep_lines_byte_identical_and_in_order(text, query, rate):
     check_lines(text, out.text, out.originals)
     assert len(out.text) <= len(text)
     if out.content_type == "logs":
-        alerts = [x for x in text.splitlines(keepends=True) if is_alert(x)]
-        assert all(x in out.text.splitlines(keepends=True) for x in alerts)
+        lines = text.splitlines(keepends=True)
+        kept = out.text.splitlines(keepends=True)
+        alerts = [x for x in lines if is_alert(x)]
+        odd = [lines[i] for i in odd_lines(lines)]  # a shape unlike the dominant one
+        assert all(x in kept for x in alerts + odd)
 
 
 @FAST
