@@ -171,7 +171,9 @@ def build_app(config: ProxyConfig) -> Any:
         Route("/metrics", h.metrics_endpoint, methods=["GET"]),
         Route("/v1/chat/completions", h.openai_chat, methods=["POST"]),
         Route("/v1/messages", h.anthropic_messages, methods=["POST"]),
+        Route("/v1/responses", h.openai_responses, methods=["POST"]),
         Route("/v1/compress", h.compress, methods=["POST"]),
+        Route("/v1/ctxzip/originals/{key}", h.original, methods=["GET"]),
         Route("/v1/{rest:path}", h.passthrough, methods=all_methods),
         Route("/{rest:path}", not_found, methods=all_methods),
     ]

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from ctxzip.compressors.images.fitting import MODES, Mode
 from ctxzip.errors import CtxzipError
 from ctxzip.middleware.messages import MessagePolicy, RateRange
+from ctxzip.middleware.tool_results import ToolResultPolicy
 from ctxzip.proxy.state import StateConfig
 
 try:
@@ -85,6 +86,7 @@ class RoutesConfig:
     chat: str = "openai"
     messages: str = "anthropic"
     passthrough: str = "openai"
+    responses: str = "openai"  # /v1/responses (the local model does not serve it)
 
 
 @dataclass
@@ -118,6 +120,31 @@ class CompressionConfig:
             rate=self.rate,
             ranges=tuple(RateRange(int(r["above"]), float(r["rate"])) for r in self.ranges),
         )
+
+
+@dataclass
+class ToolResultsConfig:
+    """Tool-result compression (docs/tool-results.md); `enabled = false` turns it off."""
+
+    enabled: bool = True
+    min_tokens: int = 400  # results with fewer tokens pass through
+    rate: float = 0.3  # kept fraction of a compressed result
+    include: list[str] = field(default_factory=list)  # tool-name globs; empty: every tool
+    exclude: list[str] = field(default_factory=list)  # tool-name globs never compressed
+    prose_method: str = ""  # text method for prose results; "": compression.method
+    timeout_s: float = 10.0
+    cache_size: int = 2048  # compressed results remembered (repeated history is free)
+    store_path: str = ":memory:"  # SQLite file for omitted originals
+    store_ttl_s: float = 86400.0
+    store_max_bytes: int = 256 * 1024 * 1024
+    expand_tool: bool = False  # add `ctxzip_expand` to requests that declare tools
+    expand_rounds: int = 2  # most rounds the proxy answers `ctxzip_expand` itself
+
+    def policy(self) -> ToolResultPolicy:
+        return ToolResultPolicy(
+            enabled=self.enabled, min_tokens=self.min_tokens, rate=self.rate,
+            include=tuple(self.include), exclude=tuple(self.exclude),
+        )  # fmt: skip
 
 
 @dataclass
@@ -205,6 +232,7 @@ class ProxyConfig:
     routes: RoutesConfig = field(default_factory=RoutesConfig)
     models: dict[str, str] = field(default_factory=dict)  # model glob -> upstream name
     compression: CompressionConfig = field(default_factory=CompressionConfig)
+    tool_results: ToolResultsConfig = field(default_factory=ToolResultsConfig)
     overrides: OverridesConfig = field(default_factory=OverridesConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
@@ -227,6 +255,15 @@ class ProxyConfig:
         budget = self.compression.latency_budget_s
         if budget is not None and budget <= 0:
             raise ConfigError("compression.latency_budget_s must be > 0 (or null)")
+        try:
+            self.tool_results.policy()
+        except ValueError as exc:
+            raise ConfigError(f"tool_results: {exc}") from None
+        t = self.tool_results
+        if t.timeout_s <= 0 or t.store_ttl_s <= 0 or t.store_max_bytes <= 0:
+            raise ConfigError("tool_results: timeout_s, store_ttl_s, store_max_bytes must be > 0")
+        if not 1 <= t.expand_rounds <= 8:
+            raise ConfigError("tool_results.expand_rounds must be between 1 and 8")
         bad = set(self.overrides.allow) - set(OVERRIDES)
         if bad:
             raise ConfigError(f"overrides.allow: unknown {sorted(bad)} (allowed: {OVERRIDES})")
