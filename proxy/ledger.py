@@ -146,6 +146,23 @@ class Ledger:
         if not self.path.exists():  # usage data is private: owner-only from the start
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         self.db = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
+        # Two openers at once (the proxy's writer and `ctxzip savings`) can meet while one of
+        # them switches to WAL; SQLite answers that with "locked" at once, without waiting
+        # out the busy timeout, so the set-up is tried again for a while.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self._set_up()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    self.db.close()
+                    raise
+                time.sleep(0.05)
+
+    def _set_up(self) -> None:
         # switching to WAL needs the file to itself: only the first opener does it
         # (a reader opening the ledger while the proxy writes would otherwise get "locked")
         if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":

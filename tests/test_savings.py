@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -345,6 +346,28 @@ def test_ledger_rotates(tmp_path):
     assert len(ledger.records(since=10.0)) == 2
     ledger.close()
     assert (tmp_path / "l.db").stat().st_mode & 0o077 == 0
+
+
+def test_ledger_opened_by_several_at_once(tmp_path):
+    """The proxy's writer and a `ctxzip savings` reader opening a new ledger together:
+    one of them switches it to WAL while the other waits, and neither gives up (without
+    the retry about one fresh ledger in twenty left an opener with "database is locked")."""
+    failures: list[Exception] = []
+
+    def open_and_close(path: Path) -> None:
+        try:
+            Ledger(path).close()
+        except Exception as exc:
+            failures.append(exc)
+
+    for i in range(200):
+        openers = [threading.Thread(target=open_and_close, args=(tmp_path / f"{i}.db",))
+                   for _ in range(3)]  # fmt: skip
+        for thread in openers:
+            thread.start()
+        for thread in openers:
+            thread.join()
+    assert failures == []
 
 
 def test_prices_override_and_cost(tmp_path):
