@@ -22,10 +22,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ctxzip.lexical import bm25_scores
 from ctxzip.models import MINILM, cached, converted_once, resolve_model
 from ctxzip.result import CompressionRequest
 
 STATIC_DIMS = 256
+LEXICAL_WEIGHT = 0.5
+"""BM25's weight against the static cosine in the first stage's score (`FirstStage`)."""
 
 
 def static_model_dir(model_id: str = MINILM, dims: int = STATIC_DIMS) -> Path:
@@ -113,7 +116,19 @@ class _Encoder(Protocol):
     def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray: ...
 
 
-Narrowed = tuple[list[int], np.ndarray, "np.ndarray | None", bool]
+Narrowed = tuple[list[int], np.ndarray, "np.ndarray | None", np.ndarray, bool]
+
+
+def standardised(x: np.ndarray) -> np.ndarray:
+    """(x - mean) / std; zeros where every value is the same."""
+    std = float(x.std()) if x.size else 0.0
+    return (x - x.mean()) / std if std > 0 else np.zeros_like(x, dtype=np.float64)
+
+
+def fused(cosine: np.ndarray, lexical: np.ndarray, weight: float) -> np.ndarray:
+    """Static cosine and lexical (BM25) scores of one request's sentences, each
+    standardised over those sentences, summed with `weight` on the lexical side."""
+    return standardised(cosine.astype(np.float64)) + weight * standardised(lexical)
 
 
 def centrality(ctx: Sequence[int], emb: np.ndarray) -> np.ndarray:
@@ -131,6 +146,10 @@ def centrality(ctx: Sequence[int], emb: np.ndarray) -> np.ndarray:
 class FirstStage:
     """Static scoring of every piece, then the encoder on the survivors.
 
+    With a query, a piece's static score is its static cosine to the query fused with
+    its BM25 score against the request's pieces (`fused`, `lexical` the BM25 weight; 0:
+    cosine alone): the static model averages token vectors, so a rare query term
+    (an identifier, a number, a name) weighs little in it, and BM25 restores that.
     `survivors`: how many budgets' worth of tokens survive (protected pieces always do).
     `second_stage_s`: the most encoder time one batch may spend (estimated from the
     measured seconds per sentence); requests past it are selected on static scores
@@ -138,22 +157,26 @@ class FirstStage:
     work queued behind this batch says so), the encoder does not run at all.
     """
 
-    def __init__(self, survivors: float = 2.0, second_stage_s: float | None = 0.3) -> None:
+    def __init__(self, survivors: float = 2.0, second_stage_s: float | None = 0.3,
+                 lexical: float = LEXICAL_WEIGHT) -> None:  # fmt: skip
         if survivors < 1.0:
             raise ValueError(f"survivors must be >= 1 (budgets), got {survivors}")
+        if lexical < 0:
+            raise ValueError(f"lexical must be >= 0, got {lexical}")
         self.factor = survivors
+        self.lexical = lexical
         self.second_stage_s = second_stage_s
         self.meter = CostMeter(1 / 150)  # MiniLM on this kind of CPU, until measured
         self.busy = False  # set by a caller with work waiting: static scores only
 
     @classmethod
-    def make(cls, kind: str | None, survivors: float = 2.0,
-             second_stage_s: float | None = 0.3) -> FirstStage | None:  # fmt: skip
+    def make(cls, kind: str | None, survivors: float = 2.0, second_stage_s: float | None = 0.3,
+             lexical: float = LEXICAL_WEIGHT) -> FirstStage | None:  # fmt: skip
         if kind in (None, "none"):
             return None
         if kind != "static":
             raise ValueError(f"first_stage must be 'static' or None, got {kind!r}")
-        return cls(survivors, second_stage_s)
+        return cls(survivors, second_stage_s, lexical)
 
     def narrow(
         self,
@@ -161,24 +184,32 @@ class FirstStage:
         plans: Sequence[tuple[Sequence[_Piece], Any, int]],
         encoder: _Encoder,
     ) -> list[Narrowed]:
-        """Per request: surviving piece indices, their vectors, the query vector, and
-        whether those came from `encoder` (else static)."""
+        """Per request: surviving piece indices, their vectors, the query vector, their
+        static scores, and whether the vectors came from `encoder` (else static)."""
         static = get_static_encoder()
         texts: list[str] = []
         for r, (pieces, _, _) in zip(requests, plans, strict=True):
             texts += ([r.query] if r.query is not None else []) + [p.text for p in pieces]
         vecs = static.encode(texts)
         staged: list[tuple[list[int], np.ndarray, np.ndarray | None]] = []
+        static_scores: list[np.ndarray] = []
         row = 0
         for r, (pieces, _, budget) in zip(requests, plans, strict=True):
             q = None
             if r.query is not None:
                 q, row = vecs[row], row + 1
             emb, row = vecs[row : row + len(pieces)], row + len(pieces)
-            scores = emb @ q if q is not None else centrality([p.ctx for p in pieces], emb)
+            if q is None:
+                scores = centrality([p.ctx for p in pieces], emb)
+            elif self.lexical and r.query:
+                lex = bm25_scores(r.query, [p.text for p in pieces])
+                scores = fused(emb @ q, lex, self.lexical)
+            else:
+                scores = (emb @ q).astype(np.float64)
             kept = survivors(scores, [p.cost for p in pieces], [p.protected for p in pieces],
                              budget, self.factor)  # fmt: skip
             staged.append((kept, emb[kept], q))
+            static_scores.append(scores[kept])
         # the encoder re-scores survivors, request by request, while the time allows
         full: list[bool] = []
         planned = 0
@@ -207,4 +238,6 @@ class FirstStage:
                     q, row = encoded[row], row + 1
                 staged[i] = (kept, encoded[row : row + len(kept)], q)
                 row += len(kept)
-        return [(k, e, q, f) for (k, e, q), f in zip(staged, full, strict=True)]
+        return [
+            (k, e, q, s, f) for (k, e, q), s, f in zip(staged, static_scores, full, strict=True)
+        ]
