@@ -44,17 +44,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_extractive import ROOT, cases  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+from bench_extractive import ROOT, cases
+from tqdm import tqdm
 
-from ctxzip import Budget  # noqa: E402
-from ctxzip.compressors.extractive import ExtractiveCompressor  # noqa: E402
-from ctxzip.compressors.truncate import TruncateCompressor  # noqa: E402
-from ctxzip.evals.baselines import RandomSentenceDrop  # noqa: E402
-from ctxzip.evals.datasets import load_dataset  # noqa: E402
-from ctxzip.evals.metrics import answer_retained  # noqa: E402
-from ctxzip.static_encoder import get_static_encoder  # noqa: E402
-from ctxzip.units import split_sentences  # noqa: E402
+from ctxzip import Budget
+from ctxzip.compressors.extractive import ExtractiveCompressor
+from ctxzip.compressors.truncate import TruncateCompressor
+from ctxzip.evals.baselines import RandomSentenceDrop
+from ctxzip.evals.datasets import load_dataset
+from ctxzip.evals.metrics import answer_retained
+from ctxzip.static_encoder import get_static_encoder
+from ctxzip.units import split_sentences
 
 SYSTEMS = ("minilm", "static", "two-stage", "random", "truncate")
 
@@ -83,7 +83,9 @@ def questions(docs: int, synthetic: int, split: str) -> list[dict[str, Any]]:
             for it in load_dataset("synthetic", n_items=synthetic, n_docs=5, doc_sentences=6,
                                    difficulty=2, seed=7)
         ]  # fmt: skip
-    return [q for q in out if split == "all" or split_of(q["id"]) == split]
+    for q in out:
+        q["split"] = split_of(q["id"])
+    return [q for q in out if split in ("all", q["split"])]
 
 
 def systems(survivors: float) -> dict[str, Any]:
@@ -114,6 +116,16 @@ def throughput(data: list[dict[str, Any]], minilm: ExtractiveCompressor) -> tupl
     return minilm_sps, 5 * len(sentences) / (time.perf_counter() - t)
 
 
+def share(kept: dict[str, bool], data: list[dict[str, Any]], key: str) -> dict[str, float]:
+    """Retention (%) within each group of questions by `key` (slice or split)."""
+    groups = sorted({q[key] for q in data})
+    return {
+        g: round(100 * sum(kept[q["id"]] for q in data if q[key] == g)
+                 / sum(q[key] == g for q in data), 1)
+        for g in groups
+    }  # fmt: skip
+
+
 def run(data: list[dict[str, Any]], comps: dict[str, Any], rates: list[float]) -> dict[str, Any]:
     """Per rate and system: questions kept (by slice) and the achieved rate."""
     hits = {r: {s: {} for s in comps} for r in rates}  # rate -> system -> id -> kept
@@ -124,7 +136,6 @@ def run(data: list[dict[str, Any]], comps: dict[str, Any], rates: list[float]) -
                 res = comp.compress(q["contexts"], q["question"], Budget(rate=rate))
                 hits[rate][name][q["id"]] = bool(answer_retained(res.text, q["answers"]))
                 ratio[rate][name].append(res.tokens_out / max(res.tokens_in, 1))
-    slices = sorted({q["slice"] for q in data})
     table: dict[str, Any] = {}
     for rate in rates:
         rows: dict[str, Any] = {}
@@ -133,12 +144,9 @@ def run(data: list[dict[str, Any]], comps: dict[str, Any], rates: list[float]) -
             row: dict[str, Any] = {
                 "retention_pct": round(100 * sum(kept.values()) / len(data), 1),
                 "achieved_rate": round(sum(ratio[rate][name]) / len(data), 3),
-                "by_slice": {
-                    s: round(100 * sum(kept[q["id"]] for q in data if q["slice"] == s)
-                             / sum(q["slice"] == s for q in data), 1)
-                    for s in slices
-                },
-            }  # fmt: skip
+                "by_slice": share(kept, data, "slice"),
+                "by_split": share(kept, data, "split"),
+            }
             if name != "minilm":  # discordant pairs against MiniLM
                 ref = hits[rate]["minilm"]
                 row["lost"] = sorted(i for i in kept if ref[i] and not kept[i])

@@ -27,8 +27,14 @@ from ctxzip.models import MINILM, cached, converted_once, resolve_model
 from ctxzip.result import CompressionRequest
 
 STATIC_DIMS = 256
-LEXICAL_WEIGHT = 0.5
-"""BM25's weight against the static cosine in the first stage's score (`FirstStage`)."""
+LEXICAL_WEIGHT = 1.0
+"""Weight of a sentence's BM25 against its static cosine in the first stage's score."""
+DOCUMENT_WEIGHT = 0.5
+"""Weight of the sentence's context's BM25 in the first stage's score.
+
+Both chosen on the `tune` half of `benchmarks/bench_static_stage.py` (lexical 0-2 and
+document 0-1 tried, with rank fusion and neighbour smoothing, which lost), reported
+on the `test` half (docs/proxy.md)."""
 
 
 def static_model_dir(model_id: str = MINILM, dims: int = STATIC_DIMS) -> Path:
@@ -125,12 +131,6 @@ def standardised(x: np.ndarray) -> np.ndarray:
     return (x - x.mean()) / std if std > 0 else np.zeros_like(x, dtype=np.float64)
 
 
-def fused(cosine: np.ndarray, lexical: np.ndarray, weight: float) -> np.ndarray:
-    """Static cosine and lexical (BM25) scores of one request's sentences, each
-    standardised over those sentences, summed with `weight` on the lexical side."""
-    return standardised(cosine.astype(np.float64)) + weight * standardised(lexical)
-
-
 def centrality(ctx: Sequence[int], emb: np.ndarray) -> np.ndarray:
     """Cosine of each row to its own context's centroid (the no-query score)."""
     ids = np.asarray(ctx)
@@ -146,10 +146,12 @@ def centrality(ctx: Sequence[int], emb: np.ndarray) -> np.ndarray:
 class FirstStage:
     """Static scoring of every piece, then the encoder on the survivors.
 
-    With a query, a piece's static score is its static cosine to the query fused with
-    its BM25 score against the request's pieces (`fused`, `lexical` the BM25 weight; 0:
-    cosine alone): the static model averages token vectors, so a rare query term
-    (an identifier, a number, a name) weighs little in it, and BM25 restores that.
+    With a query, a piece's static score fuses its static cosine to the query with its
+    BM25 against the request's pieces (weight `lexical`) and its context's BM25 against
+    the request's contexts (weight `document`; both 0: cosine alone; see `scores`): the
+    static model averages token vectors, so a rare query term (an identifier, a number,
+    a name) weighs little in it, and an answer sentence that repeats none of the
+    question's words still gains from sitting in the document that does.
     `survivors`: how many budgets' worth of tokens survive (protected pieces always do).
     `second_stage_s`: the most encoder time one batch may spend (estimated from the
     measured seconds per sentence); requests past it are selected on static scores
@@ -158,25 +160,50 @@ class FirstStage:
     """
 
     def __init__(self, survivors: float = 2.0, second_stage_s: float | None = 0.3,
-                 lexical: float = LEXICAL_WEIGHT) -> None:  # fmt: skip
+                 lexical: float = LEXICAL_WEIGHT,
+                 document: float = DOCUMENT_WEIGHT) -> None:  # fmt: skip
         if survivors < 1.0:
             raise ValueError(f"survivors must be >= 1 (budgets), got {survivors}")
-        if lexical < 0:
-            raise ValueError(f"lexical must be >= 0, got {lexical}")
+        if lexical < 0 or document < 0:
+            raise ValueError(f"lexical and document must be >= 0, got {lexical}, {document}")
         self.factor = survivors
         self.lexical = lexical
+        self.document = document
         self.second_stage_s = second_stage_s
         self.meter = CostMeter(1 / 150)  # MiniLM on this kind of CPU, until measured
         self.busy = False  # set by a caller with work waiting: static scores only
 
     @classmethod
     def make(cls, kind: str | None, survivors: float = 2.0, second_stage_s: float | None = 0.3,
-             lexical: float = LEXICAL_WEIGHT) -> FirstStage | None:  # fmt: skip
+             lexical: float = LEXICAL_WEIGHT, document: float = DOCUMENT_WEIGHT,
+             ) -> FirstStage | None:  # fmt: skip
         if kind in (None, "none"):
             return None
         if kind != "static":
             raise ValueError(f"first_stage must be 'static' or None, got {kind!r}")
-        return cls(survivors, second_stage_s, lexical)
+        return cls(survivors, second_stage_s, lexical, document)
+
+    def scores(self, query: str | None, pieces: Sequence[_Piece], emb: np.ndarray,
+               q: np.ndarray | None) -> np.ndarray:  # fmt: skip
+        """Static scores of one request's pieces (`emb` their vectors, `q` the query's):
+        the standardised cosine, plus `lexical` x the standardised BM25 of each piece,
+        plus `document` x the standardised BM25 of the piece's context (all over this
+        request's pieces and contexts only)."""
+        if q is None:
+            return centrality([p.ctx for p in pieces], emb)
+        cosine = (emb @ q).astype(np.float64)
+        if not query or not (self.lexical or self.document):
+            return cosine
+        out = standardised(cosine)
+        if self.lexical:
+            out += self.lexical * standardised(bm25_scores(query, [p.text for p in pieces]))
+        ctx = np.array([p.ctx for p in pieces])
+        ids = np.unique(ctx)
+        if self.document and len(ids) > 1:
+            texts = [" ".join(p.text for p in pieces if p.ctx == c) for c in ids]
+            doc = standardised(bm25_scores(query, texts))
+            out += self.document * doc[np.searchsorted(ids, ctx)]
+        return out
 
     def narrow(
         self,
@@ -199,13 +226,7 @@ class FirstStage:
             if r.query is not None:
                 q, row = vecs[row], row + 1
             emb, row = vecs[row : row + len(pieces)], row + len(pieces)
-            if q is None:
-                scores = centrality([p.ctx for p in pieces], emb)
-            elif self.lexical and r.query:
-                lex = bm25_scores(r.query, [p.text for p in pieces])
-                scores = fused(emb @ q, lex, self.lexical)
-            else:
-                scores = (emb @ q).astype(np.float64)
+            scores = self.scores(r.query, pieces, emb, q)
             kept = survivors(scores, [p.cost for p in pieces], [p.protected for p in pieces],
                              budget, self.factor)  # fmt: skip
             staged.append((kept, emb[kept], q))
