@@ -7,9 +7,11 @@ MiniLM throughput on the 2-core machines here). It is distilled offline, once pe
 machine, into the ctxzip cache (`ctxzip.models.converted_once`), and loaded once per
 process (`ctxzip.models.cached`).
 
-Alone it ranks a little worse than MiniLM; as a first stage it keeps the best
-candidates (a few times the token budget) and MiniLM re-scores only those
-(`ExtractiveCompressor(first_stage="static")`).
+Against a query, its cosine is fused with a token-by-token match on the same static
+vectors and with BM25 (`Fusion`): alone it then keeps answers about as often as
+MiniLM (docs/proxy.md, "The fast text path"). As a first stage it keeps the best
+candidates (a few times the token budget) and MiniLM re-scores only those, when time
+allows (`ExtractiveCompressor(first_stage="static")`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,14 +30,28 @@ from ctxzip.models import MINILM, cached, converted_once, resolve_model
 from ctxzip.result import CompressionRequest
 
 STATIC_DIMS = 256
-LEXICAL_WEIGHT = 1.0
-"""Weight of a sentence's BM25 against its static cosine in the first stage's score."""
-DOCUMENT_WEIGHT = 0.5
-"""Weight of the sentence's context's BM25 in the first stage's score.
 
-Both chosen on the `tune` half of `benchmarks/bench_static_stage.py` (lexical 0-2 and
-document 0-1 tried, with rank fusion and neighbour smoothing, which lost), reported
-on the `test` half (docs/proxy.md)."""
+
+@dataclass(frozen=True)
+class Fusion:
+    """Weights of the first stage's static score of a sentence against a query: the
+    standardised static cosine (weight 1), plus each of these, standardised over the
+    request's sentences: `tokens`, the token match (`StaticEncoder.token_match`);
+    `lexical`, the sentence's BM25; `document`, its context's BM25 against the other
+    contexts. All 0: the cosine alone (the first stage as it was).
+
+    The defaults were chosen on the `tune` half of `benchmarks/bench_static_stage.py`
+    (tokens 0-2, lexical 0-2, document 0-1; also tried and dropped: rank fusion,
+    neighbour smoothing, a bonus from the preceding sentence, IDF-weighted token match),
+    and are reported on the `test` half (docs/proxy.md)."""
+
+    tokens: float = 1.0
+    lexical: float = 1.0
+    document: float = 0.5
+
+    def __post_init__(self) -> None:
+        if min(self.tokens, self.lexical, self.document) < 0:
+            raise ValueError(f"fusion weights must be >= 0, got {self}")
 
 
 def static_model_dir(model_id: str = MINILM, dims: int = STATIC_DIMS) -> Path:
@@ -58,6 +75,9 @@ class StaticEncoder:
         self.model_id = model_id
         self.model: Any = StaticModel.from_pretrained(str(static_model_dir(model_id, dims)))
         self.dims = dims
+        table = np.asarray(self.model.embedding, dtype=np.float32)
+        norms = np.linalg.norm(table, axis=1, keepdims=True)
+        self._tokens = table / np.maximum(norms, 1e-12)  # unit token vectors
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
@@ -66,6 +86,22 @@ class StaticEncoder:
                           dtype=np.float32)  # fmt: skip
         norms = np.linalg.norm(vecs, axis=1, keepdims=True)
         return vecs / np.maximum(norms, 1e-12)
+
+    def token_match(self, query: str, texts: Sequence[str]) -> np.ndarray:
+        """Per text: the mean, over the query's tokens, of each one's best cosine with
+        any of the text's tokens (late interaction on the static token vectors). Unlike
+        the mean-pooled cosine, one query term matched well counts in full however
+        long the sentence is."""
+        ids = self.model.tokenize([query, *texts])
+        out = np.zeros(len(texts))
+        lengths = np.array([len(t) for t in ids[1:]])
+        if not ids[0] or not lengths.sum():
+            return out
+        sims = self._tokens[ids[0]] @ self._tokens[np.concatenate(ids[1:])].T
+        starts = np.r_[0, np.cumsum(lengths)[:-1]]
+        full = lengths > 0
+        out[full] = np.maximum.reduceat(sims, starts[full], axis=1).mean(axis=0)
+        return out
 
 
 def get_static_encoder(model_id: str = MINILM, dims: int = STATIC_DIMS) -> StaticEncoder:
@@ -146,12 +182,12 @@ def centrality(ctx: Sequence[int], emb: np.ndarray) -> np.ndarray:
 class FirstStage:
     """Static scoring of every piece, then the encoder on the survivors.
 
-    With a query, a piece's static score fuses its static cosine to the query with its
-    BM25 against the request's pieces (weight `lexical`) and its context's BM25 against
-    the request's contexts (weight `document`; both 0: cosine alone; see `scores`): the
-    static model averages token vectors, so a rare query term (an identifier, a number,
-    a name) weighs little in it, and an answer sentence that repeats none of the
-    question's words still gains from sitting in the document that does.
+    With a query, a piece's static score fuses its static cosine with a token match and
+    BM25 of the sentence and of its context (`Fusion`): the static model averages token
+    vectors, so a rare query term (an identifier, a number, a name) weighs little in
+    it; matching tokens one by one and BM25 restore that, and an answer sentence that
+    repeats none of the question's words still gains from sitting in the document that
+    does.
     `survivors`: how many budgets' worth of tokens survive (protected pieces always do).
     `second_stage_s`: the most encoder time one batch may spend (estimated from the
     measured seconds per sentence); requests past it are selected on static scores
@@ -160,49 +196,46 @@ class FirstStage:
     """
 
     def __init__(self, survivors: float = 2.0, second_stage_s: float | None = 0.3,
-                 lexical: float = LEXICAL_WEIGHT,
-                 document: float = DOCUMENT_WEIGHT) -> None:  # fmt: skip
+                 fusion: Fusion | None = None) -> None:  # fmt: skip
         if survivors < 1.0:
             raise ValueError(f"survivors must be >= 1 (budgets), got {survivors}")
-        if lexical < 0 or document < 0:
-            raise ValueError(f"lexical and document must be >= 0, got {lexical}, {document}")
         self.factor = survivors
-        self.lexical = lexical
-        self.document = document
+        self.fusion = fusion or Fusion()
         self.second_stage_s = second_stage_s
         self.meter = CostMeter(1 / 150)  # MiniLM on this kind of CPU, until measured
         self.busy = False  # set by a caller with work waiting: static scores only
 
     @classmethod
     def make(cls, kind: str | None, survivors: float = 2.0, second_stage_s: float | None = 0.3,
-             lexical: float = LEXICAL_WEIGHT, document: float = DOCUMENT_WEIGHT,
-             ) -> FirstStage | None:  # fmt: skip
+             fusion: Fusion | None = None) -> FirstStage | None:  # fmt: skip
         if kind in (None, "none"):
             return None
         if kind != "static":
             raise ValueError(f"first_stage must be 'static' or None, got {kind!r}")
-        return cls(survivors, second_stage_s, lexical, document)
+        return cls(survivors, second_stage_s, fusion)
 
     def scores(self, query: str | None, pieces: Sequence[_Piece], emb: np.ndarray,
                q: np.ndarray | None) -> np.ndarray:  # fmt: skip
-        """Static scores of one request's pieces (`emb` their vectors, `q` the query's):
-        the standardised cosine, plus `lexical` x the standardised BM25 of each piece,
-        plus `document` x the standardised BM25 of the piece's context (all over this
-        request's pieces and contexts only)."""
+        """Static scores of one request's pieces (`emb` their vectors, `q` the query's;
+        see `Fusion`); with no query, each piece's closeness to its context's centroid."""
         if q is None:
             return centrality([p.ctx for p in pieces], emb)
         cosine = (emb @ q).astype(np.float64)
-        if not query or not (self.lexical or self.document):
+        w = self.fusion
+        if not query or not (w.tokens or w.lexical or w.document):
             return cosine
+        texts = [p.text for p in pieces]
         out = standardised(cosine)
-        if self.lexical:
-            out += self.lexical * standardised(bm25_scores(query, [p.text for p in pieces]))
+        if w.tokens:
+            out += w.tokens * standardised(get_static_encoder().token_match(query, texts))
+        if w.lexical:
+            out += w.lexical * standardised(bm25_scores(query, texts))
         ctx = np.array([p.ctx for p in pieces])
         ids = np.unique(ctx)
-        if self.document and len(ids) > 1:
-            texts = [" ".join(p.text for p in pieces if p.ctx == c) for c in ids]
-            doc = standardised(bm25_scores(query, texts))
-            out += self.document * doc[np.searchsorted(ids, ctx)]
+        if w.document and len(ids) > 1:
+            docs = [" ".join(p.text for p in pieces if p.ctx == c) for c in ids]
+            doc = standardised(bm25_scores(query, docs))
+            out += w.document * doc[np.searchsorted(ids, ctx)]
         return out
 
     def narrow(
