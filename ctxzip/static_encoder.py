@@ -34,11 +34,11 @@ STATIC_DIMS = 256
 
 @dataclass(frozen=True)
 class Fusion:
-    """Weights of the first stage's static score of a sentence against a query: the
-    standardised static cosine (weight 1), plus each of these, standardised over the
-    request's sentences: `tokens`, the token match (`StaticEncoder.token_match`);
-    `lexical`, the sentence's BM25; `document`, its context's BM25 against the other
-    contexts. All 0: the cosine alone (the first stage as it was).
+    """Weights of the first stage's static score of a sentence against a query, every
+    part standardised over the request's sentences: the semantic side, the static
+    cosine plus `tokens` x the token match (`StaticEncoder.token_match`), standardised
+    again as one; plus `lexical` x the sentence's BM25; plus `document` x its context's
+    BM25 against the other contexts. All 0: the cosine alone (the first stage as it was).
 
     The defaults were chosen on the `tune` half of `benchmarks/bench_static_stage.py`
     (tokens 0-2, lexical 0-2, document 0-1; also tried and dropped: rank fusion,
@@ -226,8 +226,9 @@ class FirstStage:
             return cosine
         texts = [p.text for p in pieces]
         out = standardised(cosine)
-        if w.tokens:
-            out += w.tokens * standardised(get_static_encoder().token_match(query, texts))
+        if w.tokens:  # the semantic side, cosine and token match, standardised as one
+            match = get_static_encoder().token_match(query, texts)
+            out = standardised(out + w.tokens * standardised(match))
         if w.lexical:
             out += w.lexical * standardised(bm25_scores(query, texts))
         ctx = np.array([p.ctx for p in pieces])
