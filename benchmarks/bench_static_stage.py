@@ -54,7 +54,7 @@ from ctxzip.evals.baselines import RandomSentenceDrop
 from ctxzip.evals.datasets import load_dataset
 from ctxzip.evals.metrics import answer_retained
 from ctxzip.result import CompressionRequest
-from ctxzip.static_encoder import FirstStage, get_static_encoder
+from ctxzip.static_encoder import FirstStage, Fusion, get_static_encoder
 
 SYSTEMS = ("minilm", "static", "two-stage", "random", "truncate")
 
@@ -88,8 +88,8 @@ def questions(docs: int, synthetic: int, split: str) -> list[dict[str, Any]]:
     return [q for q in out if split in ("all", q["split"])]
 
 
-def systems(survivors: float) -> dict[str, Any]:
-    return {
+def systems(survivors: float, fusion: Fusion) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "minilm": ExtractiveCompressor(threshold=None, device="cpu"),
         "static": ExtractiveCompressor(threshold=None, device="cpu", first_stage="static",
                                        second_stage_s=0.0, survivors=survivors),
@@ -98,6 +98,9 @@ def systems(survivors: float) -> dict[str, Any]:
         "random": RandomSentenceDrop(),
         "truncate": TruncateCompressor(),
     }  # fmt: skip
+    for name in ("static", "two-stage"):
+        out[name].stage.fusion = fusion
+    return out
 
 
 def throughput(data: list[dict[str, Any]], minilm: ExtractiveCompressor,
@@ -211,10 +214,17 @@ def main() -> None:
     p.add_argument("--split", default="all", choices=["all", "tune", "test"])
     p.add_argument("--rates", default="0.5,0.33,0.2,0.1")
     p.add_argument("--survivors", type=float, default=2.0)
+    p.add_argument(
+        "--fusion",
+        default=None,
+        metavar="TOKENS,LEXICAL,DOCUMENT",
+        help="weights of the static score (default: Fusion(); 0,0,0: cosine alone)",
+    )
     p.add_argument("--out", default=str(ROOT / "docs" / "img" / "bench_static_stage.json"))
     args = p.parse_args()
     data = questions(args.docs, args.synthetic, args.split)
-    comps = systems(args.survivors)
+    fusion = Fusion(*map(float, args.fusion.split(","))) if args.fusion else Fusion()
+    comps = systems(args.survivors, fusion)
     for name in ("minilm", "static", "two-stage"):  # load every model once
         comps[name].compress(data[0]["contexts"][:2], data[0]["question"], Budget(rate=0.5))
     minilm_sps, static_sps = throughput(data, comps["minilm"], comps["static"].stage)
@@ -225,7 +235,7 @@ def main() -> None:
     print(markdown(table, len(data)) + f" ({by_slice}, split {args.split})")
     report = {
         "questions": len(data), "slices": by_slice, "split": args.split, "docs": args.docs,
-        "survivors": args.survivors, "minilm_sentences_per_s": round(minilm_sps),
+        "survivors": args.survivors, "fusion": vars(fusion), "minilm_sentences_per_s": round(minilm_sps),
         "static_sentences_per_s": round(static_sps), "rates": table,
     }  # fmt: skip
     out = Path(args.out)
