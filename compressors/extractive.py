@@ -70,10 +70,11 @@ class ExtractiveCompressor(BaseCompressor):
     holding `coarse` x the budget before the sentence pass; None disables),
     `quantize` ("none", "int8" on CPU, "auto"), `cache_size` (LRU entries),
     `max_unit_tokens` (longer sentences are cut into windows), `protect`.
-    `first_stage="static"`: static embeddings distilled from MiniLM score every sentence
-    first (`ctxzip.static_encoder`); only the best, `survivors` x the budget in tokens, go
-    on to the encoder, and only while that fits `second_stage_s` seconds per batch
-    (measured); the rest are selected on static scores alone.
+    `first_stage="static"`: static embeddings distilled from MiniLM, fused with a token
+    match and BM25 (`ctxzip.static_encoder.Fusion`), score every sentence first; only
+    the best, `survivors` x the budget in tokens, go on to the encoder, and only while
+    that fits `second_stage_s` seconds per batch (measured); the rest are selected on
+    the static scores alone.
     """
 
     name = "extractive"
