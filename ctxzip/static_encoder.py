@@ -42,7 +42,8 @@ class Fusion:
 
     The defaults were chosen on the `tune` half of `benchmarks/bench_static_stage.py`
     (tokens 0-2, lexical 0-2, document 0-1; also tried and dropped: rank fusion,
-    neighbour smoothing, a bonus from the preceding sentence, IDF-weighted token match),
+    neighbour smoothing, a bonus from the preceding sentence, a token match weighted by the
+    distilled token weights),
     and are reported on the `test` half (docs/proxy.md)."""
 
     tokens: float = 1.0
