@@ -15,17 +15,14 @@ cache skips sentences already seen, and on CPU the encoder can run int8.
 
 from __future__ import annotations
 
-import math
-from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import regex
 
 from ctxzip.compressor import BaseCompressor, Compressed
 from ctxzip.encoder import DEFAULT_ENCODER, get_encoder
+from ctxzip.lexical import bm25_scores
 from ctxzip.models import load_cross_encoder
 from ctxzip.protect import NO_PROTECT, Protect
 from ctxzip.result import CompressionRequest, Span
@@ -45,34 +42,6 @@ unrelated questions against the same documents, 0.06-0.28. 0.35 skips every unre
 query there and keeps every related one, with margin on both sides. Other encoders
 need their own value: `bench_extractive.py --calibrate --model ID` measures it.
 """
-
-# --------------------------------------------------------------------------- coarse pass
-
-_TERM = regex.compile(r"[\p{L}\p{N}_]+")
-
-
-def _terms(text: str) -> list[str]:
-    return [t.lower() for t in _TERM.findall(text)]
-
-
-def bm25_scores(
-    query: str, documents: Sequence[str], k1: float = 1.5, b: float = 0.75
-) -> np.ndarray:
-    """Okapi BM25 of `query` against each document (IDF over these documents only)."""
-    docs = [Counter(_terms(d)) for d in documents]
-    lengths = np.array([sum(c.values()) for c in docs], dtype=np.float64)
-    avg = float(lengths.mean()) if len(docs) and lengths.mean() > 0 else 1.0
-    n = len(docs)
-    scores = np.zeros(n)
-    for term in set(_terms(query)):
-        tf = np.array([c.get(term, 0) for c in docs], dtype=np.float64)
-        df = int((tf > 0).sum())
-        if df == 0:
-            continue
-        idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
-        scores += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * lengths / avg))
-    return scores
-
 
 # --------------------------------------------------------------------------- compressor
 
@@ -101,10 +70,11 @@ class ExtractiveCompressor(BaseCompressor):
     holding `coarse` x the budget before the sentence pass; None disables),
     `quantize` ("none", "int8" on CPU, "auto"), `cache_size` (LRU entries),
     `max_unit_tokens` (longer sentences are cut into windows), `protect`.
-    `first_stage="static"`: static embeddings distilled from MiniLM score every sentence
-    first (`ctxzip.static_encoder`); only the best, `survivors` x the budget in tokens, go
-    on to the encoder, and only while that fits `second_stage_s` seconds per batch
-    (measured); the rest are selected on static scores alone.
+    `first_stage="static"`: static embeddings distilled from MiniLM, fused with a token
+    match and BM25 (`ctxzip.static_encoder.Fusion`), score every sentence first; only
+    the best, `survivors` x the budget in tokens, go on to the encoder, and only while
+    that fits `second_stage_s` seconds per batch (measured); the rest are selected on
+    the static scores alone.
     """
 
     name = "extractive"
@@ -188,12 +158,13 @@ class ExtractiveCompressor(BaseCompressor):
         assert self.stage is not None
         out: list[Compressed] = []
         narrowed = self.stage.narrow(requests, plans, self.encoder)
-        for r, (pieces, dropped, budget), (kept, emb, q, full) in zip(
+        for r, (pieces, dropped, budget), (kept, emb, q, static, full) in zip(
             requests, plans, narrowed, strict=True
         ):
             live = [pieces[i] for i in kept]
             # static scores are not calibrated for selective augmentation
-            result = self._select(r, live, emb, q, dropped, budget, calibrated=full)
+            result = self._select(r, live, emb, q, dropped, budget, calibrated=full,
+                                  scores=None if full else static)  # fmt: skip
             result.extra["first_stage"] = {"units": len(pieces), "survivors": len(live),
                                            "encoder": full}  # fmt: skip
             out.append(result)
@@ -252,7 +223,10 @@ class ExtractiveCompressor(BaseCompressor):
         dropped: list[int],
         budget: int,
         calibrated: bool = True,
+        scores: np.ndarray | None = None,
     ) -> Compressed:
+        """Choose pieces to the budget; `scores` (one per piece) replace the query cosine
+        as the ranking (the static first stage's fused scores)."""
         n_ctx = len(request.contexts)
         extra: dict[str, Any] = {"units": len(pieces), "coarse_dropped": dropped}
         if not pieces:
@@ -268,7 +242,7 @@ class ExtractiveCompressor(BaseCompressor):
                 )
                 extra["skipped"] = True
                 return Compressed(kept=[[] for _ in range(n_ctx)], reason=skip_reason, extra=extra)
-            scores = sims.astype(np.float64)
+            scores = sims.astype(np.float64) if scores is None else scores
             if self.cross_encoder_id and request.query:
                 scores = self._rerank(request.query, pieces, scores, extra)
         else:
