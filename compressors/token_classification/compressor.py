@@ -9,12 +9,12 @@ loaded by `ctxzip.compressors.token_classification.model`.
 How a call runs:
 
 1. Every context of every request is tokenised once (offsets kept, special-token text
-   in user content treated as text) and its sub-tokens merged into words with the
-   tokenizer's own markers (`ctxzip.compressors.token_classification.words`); each
+   in user content treated as text) and split into whitespace-delimited words, each
+   kept or dropped whole (`ctxzip.compressors.token_classification.words`); each
    word's cost is counted in the reader's tokenizer (`...token_classification.costs`).
 2. Contexts are cut at sentence boundaries into chunks of the model's window; all
    chunks of all requests go through the model in padded, length-sorted batches.
-3. A word's score is the mean P(keep) of its sub-tokens. Forced words (force strings,
+3. A word's score is the mean P(keep) of the sub-tokens inside it. Forced words (force strings,
    digits, protected spans) always stay; repeated separators are dropped; query words
    can get a bonus; optionally whole low-value contexts are dropped first.
 4. One threshold per request, over all its chunks and contexts, is chosen so the kept
@@ -45,10 +45,10 @@ from ctxzip.compressors.token_classification.words import (
     STOPWORDS,
     Words,
     codepoints,
-    merge_words,
     repeated_separators,
     space_mask,
     vocab_pieces,
+    whitespace_words,
     word_rule,
     word_scores,
 )
@@ -111,13 +111,13 @@ class TokenClassificationCompressor(BaseCompressor):
         protect: Protect | None = None,
         drop_consecutive: bool = False,
         question_aware: bool = False,
-        query_weight: float = 0.3,
+        query_weight: float = 0.5,
         context_level: bool = False,
         context_expand: float = 2.0,
     ) -> None:
         super().__init__(tokenizer=tokenizer)
-        if token_to_word not in ("mean", "first"):
-            raise InputError("token_to_word must be 'mean' or 'first'")
+        if token_to_word not in ("mean", "max", "first"):
+            raise InputError("token_to_word must be 'mean', 'max' or 'first'")
         if batch_size < 1:
             raise InputError("batch_size must be >= 1")
         if backend not in BACKENDS:
@@ -194,7 +194,7 @@ class TokenClassificationCompressor(BaseCompressor):
             offsets = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
             keep_tok = ~rule.special[ctx.ids] if ctx.ids.size else np.zeros(0, dtype=bool)
             ctx.ids, offsets = ctx.ids[keep_tok], offsets[keep_tok]
-            ctx.words = merge_words(ctx.ids, offsets, rule, cps, space)
+            ctx.words = whitespace_words(offsets, space)
             words = ctx.words
             ctx.cost = word_costs(reader, ctx.text, cps, words)
             ctx.protected = self.protect.spans(ctx.text) if self.protect else []
@@ -209,7 +209,7 @@ class TokenClassificationCompressor(BaseCompressor):
                 ctx.forced |= digit[words.end] - digit[words.start] > 0
             ctx.banned = np.zeros(len(words), dtype=bool)
             if self.drop_consecutive and len(words) > 1:
-                ctx.banned = repeated_separators(ctx.ids, words, rule.punct) & ~ctx.forced
+                ctx.banned = repeated_separators(ctx.text, words) & ~ctx.forced
             ctx.chunks = self._chunk(ctx, lm, space)
 
     def _chunk(self, ctx: _Context, lm: LoadedModel, space: np.ndarray) -> list[tuple[int, int]]:
@@ -347,21 +347,32 @@ class TokenClassificationCompressor(BaseCompressor):
         return self._global(ctxs, scores, active, budget, extra)
 
     def _query_match(self, ctx: _Context, lm: LoadedModel, query: str) -> np.ndarray:
-        """1.0 for words sharing a content sub-token with the query, else 0.0 (vectorised)."""
+        """Per word: the share of the query's content sub-tokens its sentence holds, plus
+        half a point when the word itself holds one (vectorised). Answers sit next to
+        the question's words, in the sentences that repeat them."""
         rule = word_rule(lm.tokenizer)
         enc = lm.backend.encode(query, add_special_tokens=False)
-        qids = [
-            i
-            for i, t in zip(enc.ids, enc.tokens, strict=True)
-            if not rule.punct[i]
-            and len(t.strip("#▁Ġ")) >= 3
-            and t.strip("#▁Ġ").lower() not in STOPWORDS
-        ]
+        qids = sorted(
+            {
+                i
+                for i, t in zip(enc.ids, enc.tokens, strict=True)
+                if not rule.punct[i]
+                and len(t.strip("#▁Ġ")) >= 3
+                and t.strip("#▁Ġ").lower() not in STOPWORDS
+            }
+        )
         words = ctx.words
         if not qids or words is None or not len(words):
             return np.zeros(len(words or ()), dtype=np.float64)
-        hit = np.isin(ctx.ids, np.asarray(qids, dtype=np.int64)).astype(np.float64)
-        return np.maximum.reduceat(hit, words.first_token)
+        q = np.asarray(qids, dtype=np.int64)
+        hit = np.isin(ctx.ids, q)
+        word_hit = np.maximum.reduceat(hit.astype(np.float64), words.first_token)
+        ends = np.asarray([u.end for u in split_sentences(ctx.text)], dtype=np.int64)
+        sentence = np.minimum(np.searchsorted(ends, words.start, side="right"), max(len(ends), 1))
+        tok_sentence = sentence[words.token_word[hit]]
+        pairs = np.unique(tok_sentence * q.size + np.searchsorted(q, ctx.ids[hit]))
+        covered = np.bincount(pairs // q.size, minlength=int(sentence.max()) + 1) / q.size
+        return covered[sentence] + 0.5 * word_hit
 
     def _context_pass(
         self,
