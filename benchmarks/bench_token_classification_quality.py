@@ -129,9 +129,12 @@ def main() -> None:
     ap.add_argument("--synthetic", type=int, default=60, help="generated items")
     ap.add_argument("--seed", type=int, default=0, help="seed of the generated items")
     ap.add_argument("--out", type=Path, default=Path("runs/bench_token_classification_quality"))
+    ap.add_argument("--only", nargs="*", help="run only these systems (exploration; no summary)")
     args = ap.parse_args()
     data = datasets(args.synthetic, args.seed)
     comps = systems()
+    if args.only:
+        comps = {k: v for k, v in comps.items() if k in args.only}
     report: dict[str, Any] = {}
     for name, items in data.items():
         report[name] = {}
@@ -152,6 +155,8 @@ def main() -> None:
                 for r in RATES
             ]
             print(f"| {system} | " + " | ".join(row) + " |")
+        if args.only:
+            continue
         for rate in (0.5, 0.33):
             base = max(
                 report[name][b][str(rate)]["answer_retained"]
@@ -167,6 +172,8 @@ def main() -> None:
             )
             print(f"coarse-to-fine @ {rate}: {100 * gain:+.0f} points over extractive")
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.only:
+        return
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     plot(report, args.out / "retention.png")
     print(f"\nwrote {args.out / 'report.json'} and {args.out / 'retention.png'}")

@@ -19,7 +19,7 @@ from ctxzip.compressor import BaseCompressor, Compressed
 from ctxzip.compressors.extractive import ExtractiveCompressor
 from ctxzip.compressors.token_classification.compressor import TokenClassificationCompressor
 from ctxzip.errors import InputError
-from ctxzip.result import CompressionRequest, Span
+from ctxzip.result import CompressionRequest, CompressionResult, Span
 from ctxzip.spans import joined_with_offsets, merge_spans
 from ctxzip.tokens import DEFAULT_TOKENIZER
 
@@ -30,6 +30,17 @@ def joined_pieces(text: str, spans: list[Span]) -> list[tuple[int, int, int]]:
     merged = merge_spans(spans)
     _, at = joined_with_offsets(text, merged)
     return [(a, s, e) for a, (s, e) in zip(at, merged, strict=True)]
+
+
+def _merged_values(spans: list[Span], values: list[float]) -> list[float]:
+    """The best value of the spans merged into each of `merge_spans(spans)`."""
+    merged = merge_spans(spans)
+    out = [float("-inf")] * len(merged)
+    starts = [a for a, _ in merged]
+    for (a, _), v in zip(spans, values, strict=True):
+        i = bisect_right(starts, a) - 1
+        out[i] = max(out[i], v)
+    return out
 
 
 def map_back(pieces: list[tuple[int, int, int]], spans: list[Span]) -> list[Span]:
@@ -50,7 +61,8 @@ def map_back(pieces: list[tuple[int, int, int]], spans: list[Span]) -> list[Span
 class CoarseToFineCompressor(BaseCompressor):
     """Extractive sentence selection to `expand` x the budget, then word dropping to it.
 
-    Options: `expand` (how much stage 1 keeps, as a multiple of the budget), `extractive`
+    Options: `expand` (how much stage 1 keeps, as a multiple of the budget),
+    `sentence_weight` (how much stage 1's sentence score adds to each word's), `extractive`
     and `token_classification` (keyword options for each stage's compressor);
     `question_aware` (default on) lets stage 2 favour words of query-relevant sentences.
     """
@@ -63,6 +75,7 @@ class CoarseToFineCompressor(BaseCompressor):
         tokenizer: str = DEFAULT_TOKENIZER,
         expand: float = 2.0,
         question_aware: bool = True,
+        sentence_weight: float = 2.0,
         extractive: dict[str, Any] | None = None,
         token_classification: dict[str, Any] | None = None,
     ) -> None:
@@ -70,6 +83,7 @@ class CoarseToFineCompressor(BaseCompressor):
         if expand < 1.0:
             raise InputError("expand must be >= 1")
         self.expand = float(expand)
+        self.sentence_weight = float(sentence_weight)
         self.coarse = ExtractiveCompressor(tokenizer=tokenizer, **(extractive or {}))
         fine = {"question_aware": question_aware, **(token_classification or {})}
         self.fine = TokenClassificationCompressor(tokenizer=tokenizer, **fine)
@@ -83,11 +97,12 @@ class CoarseToFineCompressor(BaseCompressor):
             for r, b in zip(requests, budgets, strict=True)
         ]
         first = self.coarse.compress_batch(wide)
-        second = self.fine.compress_batch(
+        second = self.fine.compress_with_priors(
             [
                 CompressionRequest(tuple(f.texts), r.query, Budget(target_tokens=max(b, 1)))
                 for r, f, b in zip(requests, first, budgets, strict=True)
-            ]
+            ],
+            [self._priors(r, f) for r, f in zip(requests, first, strict=True)],
         )
         out = []
         for request, f, s in zip(requests, first, second, strict=True):
@@ -100,6 +115,27 @@ class CoarseToFineCompressor(BaseCompressor):
                 "coarse_reason": f.reason,
             }
             out.append(Compressed(kept=kept, reason=f.reason or s.reason, extra=extra))
+        return out
+
+    def _priors(
+        self, request: CompressionRequest, first: CompressionResult
+    ) -> list[list[tuple[int, int, float]]]:
+        """Per stage-1 text, each kept sentence's span there with a bonus of `sentence_weight`
+        x its relevance (stage 1's score, scaled to 0..1 over the request): words of the
+        best sentences go last."""
+        scores = first.extra.get("span_scores") or [[] for _ in first.kept]
+        flat = [v for per in scores for v in per]
+        if not flat or self.sentence_weight == 0:
+            return [[] for _ in first.kept]
+        lo, hi = min(flat), max(flat)
+        out = []
+        for text, spans, values in zip(request.contexts, first.kept, scores, strict=True):
+            where = joined_pieces(text, list(spans))
+            prior = []
+            for (at, s, e), v in zip(where, _merged_values(list(spans), values), strict=True):
+                scaled = (v - lo) / (hi - lo) if hi > lo else 1.0
+                prior.append((at, at + e - s, self.sentence_weight * scaled))
+            out.append(prior)
         return out
 
     def __repr__(self) -> str:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,7 +55,7 @@ from ctxzip.compressors.token_classification.words import (
 )
 from ctxzip.errors import InputError
 from ctxzip.protect import Protect
-from ctxzip.result import CompressionRequest, Span
+from ctxzip.result import CompressionRequest, CompressionResult, Span
 from ctxzip.spans import join_spans, merge_spans, overlapping
 from ctxzip.tokens import DEFAULT_TOKENIZER
 from ctxzip.units import split_sentences
@@ -77,6 +78,7 @@ class _Context:
     pooled: np.ndarray | None = None  # mean hidden state (context-level pass)
     chunks: list[tuple[int, int]] = field(default_factory=list)
     droppable: bool = True
+    prior: list[tuple[int, int, float]] = field(default_factory=list)  # (start, end, bonus)
 
 
 class TokenClassificationCompressor(BaseCompressor):
@@ -153,13 +155,36 @@ class TokenClassificationCompressor(BaseCompressor):
 
     # -------------------------------------------------------------- main path
 
-    def _compress_requests(self, requests: list[CompressionRequest]) -> list[Compressed]:
+    def compress_with_priors(
+        self,
+        requests: Sequence[CompressionRequest],
+        priors: Sequence[Sequence[Sequence[tuple[int, int, float]]]],
+    ) -> list[CompressionResult]:
+        """`compress_batch`, with each word's score raised by the bonus of the span it lies
+        in (``priors[request][context]`` = (start, end, bonus) character spans): how a
+        second stage (`coarse-to-fine`) uses what the first stage knew about each sentence."""
+        requests = list(requests)
+        if not requests:
+            return []
+        started = time.perf_counter()
+        outcomes = self._compress_requests(requests, priors)
+        seconds = (time.perf_counter() - started) / len(requests)
+        return [self._account(r, o, seconds) for r, o in zip(requests, outcomes, strict=True)]
+
+    def _compress_requests(
+        self,
+        requests: list[CompressionRequest],
+        priors: Sequence[Sequence[Sequence[tuple[int, int, float]]]] | None = None,
+    ) -> list[Compressed]:
         lm = self.loaded
         reader = self.tokenizer
         contexts: list[list[_Context]] = []
         budgets: list[int] = []
         for r, request in enumerate(requests):
             ctxs = [_Context(text, r, i) for i, text in enumerate(request.contexts)]
+            if priors is not None:
+                for ctx, prior in zip(ctxs, priors[r], strict=True):
+                    ctx.prior = list(prior)
             contexts.append(ctxs)
             self._prepare(ctxs, lm, reader)
             total = sum(int(c.cost.sum()) for c in ctxs if c.cost is not None)
@@ -329,6 +354,8 @@ class TokenClassificationCompressor(BaseCompressor):
             )
             if self.question_aware and request.query and s.size:
                 s = s + self.query_weight * self._query_match(ctx, lm, request.query)
+            if ctx.prior and s.size and ctx.words is not None:
+                s = s + _span_values(ctx.words, ctx.prior)
             scores.append(s)
         active = list(range(len(ctxs)))
         dropped: list[int] = []
@@ -523,6 +550,17 @@ class TokenClassificationCompressor(BaseCompressor):
         if ctx.protected:
             spans = merge_spans(spans + ctx.protected)
         return spans
+
+
+def _span_values(words: Words, spans: list[tuple[int, int, float]]) -> np.ndarray:
+    """Per word, the value of the (sorted, disjoint) span its first character lies in, else 0."""
+    ordered = sorted(spans)
+    starts = np.asarray([a for a, _, _ in ordered], dtype=np.int64)
+    ends = np.asarray([b for _, b, _ in ordered], dtype=np.int64)
+    values = np.asarray([v for _, _, v in ordered], dtype=np.float64)
+    i = np.searchsorted(starts, words.start, side="right") - 1
+    inside = (i >= 0) & (words.start < ends[np.maximum(i, 0)])
+    return np.where(inside, values[np.maximum(i, 0)], 0.0)
 
 
 def _llmlingua_chunks(ids: np.ndarray, ends: np.ndarray, limit: int) -> list[tuple[int, int]]:

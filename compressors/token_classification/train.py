@@ -25,6 +25,7 @@ import hashlib
 import importlib.util
 import json
 import random
+import string
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from ctxzip.compressors.token_classification.model import (
     weights_path,
 )
 from ctxzip.compressors.token_classification.words import (
+    STOPWORDS,
     Words,
     codepoints,
     space_mask,
@@ -128,8 +130,21 @@ def encode_words(texts: Sequence[str], tokenizer: Any) -> list[tuple[np.ndarray,
     return out
 
 
+LABELS = ("mix", "answers")
+"""`answers`: answer words 1, every other word 0. `mix`: answer words 1, function words
+and punctuation 0, every other word `CONTENT` (a soft target between the two)."""
+CONTENT = 0.5
+
+
+def is_function_word(word: str) -> bool:
+    """A word a summary drops first: a stopword or punctuation only (LLMLingua-2's rule of
+    thumb), judged on the word with its attached punctuation stripped."""
+    core = word.strip(string.punctuation + "“”‘’—–").lower()
+    return not core or core in STOPWORDS
+
+
 def build_examples(
-    train: Sequence[dict[str, Any]], exclude: set[str], tokenizer: Any
+    train: Sequence[dict[str, Any]], exclude: set[str], tokenizer: Any, labels: str = "mix"
 ) -> list[Example]:
     """One example per passage holding a training question's gold answer (labels merged
     over every question that asks about it); passages in `exclude` are skipped."""
@@ -146,6 +161,11 @@ def build_examples(
         if not len(words):
             continue
         label = np.zeros(len(words), dtype=np.float32)
+        if labels == "mix":
+            pieces = [
+                text[a:b] for a, b in zip(words.start.tolist(), words.end.tolist(), strict=True)
+            ]
+            label[:] = [0.0 if is_function_word(w) else CONTENT for w in pieces]
         for a, b in answer_spans(text, positives[text]):
             label[(words.start < b) & (words.end > a)] = 1.0
         examples.append(Example(text, ids, words, label))
@@ -246,16 +266,27 @@ def _tensors(
     width = max(b - a for _, a, b in batch) + 2
     ids = torch.full((len(batch), width), pad, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
-    target = torch.full((len(batch), width), -100, dtype=torch.long)
+    target = torch.full((len(batch), width), -1.0, dtype=torch.float32)  # -1: not a token
     for row, (i, a, b) in enumerate(batch):
         ex = examples[i]
         seq = [cls, *ex.ids[a:b].tolist(), sep]
         ids[row, : len(seq)] = torch.tensor(seq)
         mask[row, : len(seq)] = 1
-        target[row, 1 : 1 + b - a] = torch.from_numpy(
-            ex.label[ex.words.token_word[a:b]].astype(np.int64)
-        )
+        target[row, 1 : 1 + b - a] = torch.from_numpy(ex.label[ex.words.token_word[a:b]])
     return ids, mask, target
+
+
+def soft_cross_entropy(logits: Any, target: Any, pos_weight: float) -> Any:
+    """Cross-entropy against soft keep targets in [0, 1] (-1: padding), answer tokens
+    (target 1) weighted `pos_weight`, averaged over the weights."""
+    import torch
+
+    valid = target >= 0
+    y = target.clamp(min=0.0)
+    logp = torch.log_softmax(logits, dim=-1)
+    loss = -(y * logp[..., 1] + (1 - y) * logp[..., 0])
+    w = torch.where(target == 1.0, pos_weight, 1.0) * valid
+    return (loss * w).sum() / w.sum()
 
 
 def word_probs(
@@ -289,8 +320,9 @@ def select_top(scores: np.ndarray, cost: np.ndarray, rate: float) -> np.ndarray:
 def held_out_retention(
     model: Any, records: Sequence[dict[str, Any]], tokenizer: Any, width: int, seed: int
 ) -> dict[str, dict[str, float]]:
-    """Share of held-out items whose gold answer survives, model vs random words, one
-    budget over each item's contexts (rate x gpt-4o tokens)."""
+    """Share of held-out items where every word of some occurrence of a gold answer is
+    kept, model vs random words, one budget over each item's contexts (rate x gpt-4o
+    tokens, best-scored words first; no question given)."""
     reader = get_tokenizer("gpt-4o")
     cls, sep = int(tokenizer.cls_token_id), int(tokenizer.sep_token_id)
     stats: dict[str, dict[str, float]] = {}
@@ -307,26 +339,17 @@ def held_out_retention(
         costs = np.concatenate(
             [word_costs(reader, t, codepoints(t), e.words) for t, e in zip(texts, exs, strict=True)]
         )
-        owner = np.concatenate([np.full(len(e.words), i) for i, e in enumerate(exs)])
+        # the words each occurrence of a gold answer covers, as indices of the item's words
+        offset = np.cumsum([0] + [len(e.words) for e in exs])
+        occurrences = [
+            offset[i] + np.flatnonzero((e.words.start < hi) & (e.words.end > lo))
+            for i, e in enumerate(exs)
+            for lo, hi in answer_spans(e.text, [str(g) for g in record["golden_answers"]])
+        ]
         for rate in (0.5, 0.33, 0.2, 0.1):
             for name, s in (("model", scores), ("random words", rng.random(scores.size))):
                 keep = select_top(s, costs, rate)
-                kept = []
-                for i, (t, e) in enumerate(zip(texts, exs, strict=True)):
-                    m = keep[owner == i]
-                    kept.append(
-                        " ".join(
-                            t[a:b]
-                            for a, b in zip(
-                                e.words.start[m].tolist(), e.words.end[m].tolist(), strict=True
-                            )
-                        )
-                    )
-                joined = " " + " ".join(" ".join(kept).lower().split()) + " "
-                found = any(
-                    f" {' '.join(str(g).lower().split())} " in joined
-                    for g in record["golden_answers"]
-                )
+                found = any(keep[idx].all() for idx in occurrences if idx.size)
                 hits.setdefault((name, rate), []).append(float(found))
     for (name, rate), values in sorted(hits.items()):
         stats.setdefault(str(rate), {})[name] = round(float(np.mean(values)), 4)
@@ -343,6 +366,7 @@ def run(
     batch_size: int,
     width: int,
     max_examples: int | None,
+    labels: str = "mix",
 ) -> dict[str, Any]:
     """Train, evaluate on the held-out split, save adapters + head with their manifest."""
     import torch
@@ -357,14 +381,14 @@ def run(
     for path in qa:
         train += read_qa(path)
     exclude = {c for r in held for c in r["contexts"]}
-    examples = build_examples(train, exclude, tokenizer)
+    examples = build_examples(train, exclude, tokenizer, labels)
     rng.shuffle(examples)
     if max_examples:
         examples = examples[:max_examples]
     model, adapters = build_model(rank, 2.0 * rank, seed)
-    labels = np.concatenate([e.label[e.words.token_word] for e in examples])
-    pos = float(labels.mean())
-    weight = torch.tensor([1.0, min(20.0, (1 - pos) / max(pos, 1e-6))], dtype=torch.float32)
+    targets = np.concatenate([e.label[e.words.token_word] for e in examples])
+    pos = float((targets == 1.0).mean())
+    pos_weight = min(20.0, (1 - pos) / max(pos, 1e-6))  # answer tokens are rare
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     cls, sep, pad = (
@@ -382,9 +406,7 @@ def run(
         for batch in epoch_plan:
             ids, mask, target = _tensors(examples, batch, cls, sep, pad)
             logits = model(input_ids=ids, attention_mask=mask).logits
-            loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, 2), target.reshape(-1), weight=weight, ignore_index=-100
-            )
+            loss = soft_cross_entropy(logits, target, pos_weight)
             optim.zero_grad()
             loss.backward()
             optim.step()
@@ -408,18 +430,25 @@ def run(
         "method": f"LoRA rank {rank} (alpha {2 * rank}) on every {', '.join(ADAPTED)} matrix "
         "of all six encoder layers, plus a 2-label token-classification head; the update "
         "is stored as A and B with the scale folded into B (weight += B @ A at load)",
-        "labels": "1 for words overlapping a gold answer of a training question in a passage "
-        "that holds it, 0 for the passage's other words (whitespace-delimited words)",
+        "labels": labels,
+        "label_rule": "1 for (whitespace) words overlapping a gold answer of a training question "
+        "in a passage that holds it; "
+        + (
+            f"0 for function words and punctuation, {CONTENT} for the other words"
+            if labels == "mix"
+            else "0 for the passage's other words"
+        ),
         "data": "bundled pyref QA set, training split (topics with "
         f"sha1(topic) % {HELDOUT_EVERY} != 0), passages of held-out items excluded"
         + (f"; plus {[p.name for p in qa]}" if qa else ""),
         "seed": seed,
+        "rank": rank,
         "epochs": epochs,
         "learning_rate": lr,
         "batch_size": batch_size,
         "window_tokens": width,
         "examples": len(examples),
-        "train_tokens": int(labels.size),
+        "train_tokens": int(targets.size),
         "positive_share": round(pos, 4),
         "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None,
         "held_out_items": len(held),
@@ -452,6 +481,7 @@ def run(
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--window", default=256, show_default=True, help="Training window in tokens.")
 @click.option("--max-examples", default=None, type=int, help="Subsample passages (quick runs).")
+@click.option("--labels", type=click.Choice(LABELS), default="mix", show_default=True)
 def token_classifier_command(
     out: Path | None,
     qa: tuple[Path, ...],
@@ -462,11 +492,12 @@ def token_classifier_command(
     batch_size: int,
     window: int,
     max_examples: int | None,
+    labels: str,
 ) -> None:
     """Fine-tune MiniLM (adapters + head) on answer-bearing words (CPU, minutes)."""
     if epochs < 1 or rank < 1 or batch_size < 1 or window < 16:
         raise click.UsageError("--epochs, --rank, --batch-size must be >= 1, --window >= 16")
     target = out or weights_path()
-    info = run(target, list(qa), seed, epochs, rank, lr, batch_size, window, max_examples)
+    info = run(target, list(qa), seed, epochs, rank, lr, batch_size, window, max_examples, labels)
     click.echo(json.dumps(info, indent=2))
     click.echo(f"wrote {base_path(target)}.safetensors and its manifest .json")
