@@ -58,6 +58,24 @@ def map_back(pieces: list[tuple[int, int, int]], spans: list[Span]) -> list[Span
     return merge_spans(out)
 
 
+def whole_words(text: str, spans: list[Span]) -> list[Span]:
+    """`spans` shrunk to whole whitespace words: stage 1's sentence splitter may cut inside
+    one (``"1"..."9"``), and a piece of a word is never kept on its own."""
+    out: list[Span] = []
+    for a, b in spans:
+        while a < b and a > 0 and not text[a - 1].isspace():
+            a += 1
+        while b > a and b < len(text) and not text[b].isspace():
+            b -= 1
+        while a < b and text[a].isspace():
+            a += 1
+        while b > a and text[b - 1].isspace():
+            b -= 1
+        if b > a:
+            out.append((a, b))
+    return out
+
+
 class CoarseToFineCompressor(BaseCompressor):
     """Extractive sentence selection to `expand` x the budget, then word dropping to it.
 
@@ -108,7 +126,8 @@ class CoarseToFineCompressor(BaseCompressor):
         for request, f, s in zip(requests, first, second, strict=True):
             kept = []
             for text, coarse, fine in zip(request.contexts, f.kept, s.kept, strict=True):
-                kept.append(map_back(joined_pieces(text, list(coarse)), list(fine)))
+                spans = map_back(joined_pieces(text, list(coarse)), list(fine))
+                kept.append(whole_words(text, spans))
             extra = {
                 "coarse_tokens": f.tokens_out,
                 "coarse_rate": round(f.rate, 4),

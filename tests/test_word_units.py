@@ -136,7 +136,7 @@ def test_token_words_are_whitespace_words():
         ("token-classification", {}),
         ("token-classification", {"question_aware": True}),
         ("token-classification", {"per_chunk": True}),
-        ("coarse-to-fine", {}),
+        ("coarse-to-fine", {"extractive": {"threshold": None}}),
         ("self-information", {}),
         ("self-information", {"unit": "phrase"}),
     ],
