@@ -331,7 +331,7 @@ def test_empty_context_is_kept_empty(comp):
 
 def test_bad_options_and_missing_model():
     with pytest.raises(InputError):
-        TokenClassificationCompressor(token_to_word="max")
+        TokenClassificationCompressor(token_to_word="median")
     with pytest.raises(InputError):
         TokenClassificationCompressor(batch_size=0)
     with pytest.raises(InputError):
