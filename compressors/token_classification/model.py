@@ -207,7 +207,7 @@ def _onnx_runner(
 def calibration_feeds(
     backend: Any, prefix: list[int], suffix: list[int], max_length: int, windows: int = 16
 ) -> list[dict[str, np.ndarray]]:
-    """Full model windows of the shipped head's training text (standard-library
+    """Full model windows of calibration text (standard-library
     docstrings): what the int8 graph's smoothing measures activation ranges on."""
     width = max_length - len(prefix) - len(suffix)
     ids: list[int] = []
