@@ -59,9 +59,8 @@ from ctxzip.compressors.token_classification import (  # noqa: E402
 )
 from ctxzip.compressors.token_classification.words import (  # noqa: E402
     codepoints,
-    merge_words,
     space_mask,
-    word_rule,
+    whitespace_words,
 )
 from ctxzip.protect import Protect  # noqa: E402
 from ctxzip.spans import join_spans, overlapping  # noqa: E402
@@ -208,12 +207,11 @@ def _norm(word: str) -> str:
 
 
 def _our_words(text: str, lm: Any) -> Any:
-    """ctxzip's words of `text` (the same WordPiece words llmlingua labels)."""
+    """ctxzip's words of `text`: whitespace-delimited (llmlingua's are WordPiece words,
+    so "--ascii" is one word here and "-", "-", "ascii" there; `_aligned` matches them)."""
     enc = lm.backend.encode(text, add_special_tokens=False)
-    cps = codepoints(text)
-    ids = np.asarray(enc.ids, dtype=np.int64)
     offsets = np.asarray(enc.offsets).reshape(-1, 2)
-    return merge_words(ids, offsets, word_rule(lm.tokenizer), cps, space_mask(cps))
+    return whitespace_words(offsets, space_mask(codepoints(text)))
 
 
 def _aligned(text: str, words: Any, ll_words: list[str], ll_labels: list[int]) -> np.ndarray:

@@ -1,22 +1,25 @@
-"""How good is the shipped keep/drop head? Answer retention against random and the teacher.
+"""Answer retention of the word-level methods against sentence baselines, on held-out QA.
 
-Data: the bundled `pyref` QA set (evals/data/pyref_qa.jsonl: questions on CPython's
-language reference, 4 contexts each, one holding the answer). The head was trained on
-standard-library docstrings, not on this text. For each item and rate, every system
-keeps words of all 4 contexts up to the same budget (rate x gpt-4o tokens, one budget
-over the item) and we check whether a gold answer string survives (reader-independent):
+Reader-free: an item counts when a gold answer string still occurs in the compressed
+text (`ctxzip.evals.metrics.answer_retained`). Every system gets the same items and
+the same budget (rate x gpt-4o tokens over all of an item's contexts, the question given
+to the methods that take one); baselines are measured in the same run:
 
-  random     random word scores (mean of 5 seeds)
-  teacher    SmolLM2-135M self-information per word given the preceding text (the
-             signal the head was distilled from; 135M parameters, ~6x the student)
-  ctxzip     token-classification with the shipped MiniLM head (global budget)
-  ctxzip+q   the same, question-aware (query words favoured)
-  full       no compression (upper bound; answers cut from contexts are already missing)
+  truncate              the head of each context up to the budget
+  random sentences      whole sentences dropped at random (seeded) until the budget fits
+  extractive            the best sentences for the question (MiniLM bi-encoder)
+  token-classification  the shipped keep/drop model, plain and question-aware
+  coarse-to-fine        extractive to 2x the budget, then token-classification to it
+
+Data the shipped model never trained on:
+
+  pyref held-out   the bundled set's held-out topics (`train.heldout_topic`)
+  synthetic        `ctxzip.evals.generate` items (invented entities; seed 0)
 
     TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 .venv/bin/python \\
-        benchmarks/bench_token_classification_quality.py [--limit 60]
+        benchmarks/bench_token_classification_quality.py [--synthetic 60] [--out DIR]
 
-Teacher scores are cached (numpy, keyed by the texts), so re-runs are quick.
+Prints one table per data set and writes report.json and retention.png to --out.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import json
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -34,111 +38,145 @@ warnings.filterwarnings("ignore")
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from ctxzip import Budget  # noqa: E402
-from ctxzip.compressors.token_classification import (  # noqa: E402
-    BASE_MODEL,
-    TokenClassificationCompressor,
-)
-from ctxzip.compressors.token_classification.costs import word_costs  # noqa: E402
+from ctxzip import Budget, get_compressor  # noqa: E402
 from ctxzip.compressors.token_classification.train import (  # noqa: E402
-    cached_teacher_scores,
-    student_words,
+    bundled_qa,
+    read_qa,
+    split_records,
 )
-from ctxzip.compressors.token_classification.words import codepoints  # noqa: E402
+from ctxzip.evals.baselines import RandomSentenceDrop  # noqa: E402
+from ctxzip.evals.generate import generate  # noqa: E402
 from ctxzip.evals.metrics import answer_retained  # noqa: E402
-from ctxzip.models import load_tokenizer  # noqa: E402
-from ctxzip.spans import join_spans  # noqa: E402
-from ctxzip.tokens import get_tokenizer  # noqa: E402
+from ctxzip.result import CompressionRequest  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-QA = ROOT / "evals" / "data" / "pyref_qa.jsonl"
-RATES = (0.5, 0.33, 0.2)
+RATES = (0.5, 0.33, 0.2, 0.1)
 
 
-def keep_by_scores(texts, words, costs, scores, budget: int) -> list[str]:
-    """Best-scored words of all texts until `budget` reader tokens (estimated per word)."""
-    owner = np.concatenate([np.full(len(w), i) for i, w in enumerate(words)])
-    index = np.concatenate([np.arange(len(w)) for w in words])
-    order = np.argsort(-np.concatenate(scores), kind="stable")
-    k = int(np.searchsorted(np.cumsum(np.concatenate(costs)[order]), budget, side="right"))
-    chosen = order[:k]
-    out = []
-    for i, (text, w) in enumerate(zip(texts, words, strict=True)):
-        mask = np.zeros(len(w), dtype=bool)
-        mask[index[chosen][owner[chosen] == i]] = True
-        spans = zip(w.start[mask].tolist(), w.end[mask].tolist(), strict=True)
-        out.append(join_spans(text, list(spans)))
-    return out
+def datasets(n_synthetic: int, seed: int) -> dict[str, list[dict[str, Any]]]:
+    """Held-out pyref items and generated items, as {question, answers, contexts}."""
+    _, held = split_records(read_qa(bundled_qa()))
+    pyref = [
+        {"question": r["question"], "answers": r["golden_answers"], "contexts": r["contexts"]}
+        for r in held
+    ]
+    syn = [
+        {"question": it.question, "answers": it.answers, "contexts": it.contexts}
+        for it in generate(n_items=n_synthetic, n_docs=5, seed=seed)
+    ]
+    return {"pyref held-out": pyref, "synthetic": syn}
+
+
+def systems() -> dict[str, tuple[Any, bool]]:
+    """name -> (compressor, whether it is given the question)."""
+    return {
+        "truncate": (get_compressor("truncate"), False),
+        "random sentences": (RandomSentenceDrop(), False),
+        "extractive": (get_compressor("extractive"), True),
+        "token-classification": (get_compressor("token-classification"), False),
+        "token-classification +q": (
+            get_compressor("token-classification", question_aware=True),
+            True,
+        ),
+        "coarse-to-fine": (get_compressor("coarse-to-fine"), True),
+    }
+
+
+def measure(
+    items: list[dict[str, Any]], comp: Any, with_query: bool, rate: float
+) -> tuple[float, float]:
+    """(share of items with a gold answer retained, mean achieved rate)."""
+    requests = [
+        CompressionRequest(
+            tuple(it["contexts"]), it["question"] if with_query else None, Budget(rate=rate)
+        )
+        for it in items
+    ]
+    results = comp.compress_batch(requests)
+    hits = [
+        answer_retained("\n".join(r.texts), it["answers"])
+        for r, it in zip(results, items, strict=True)
+    ]
+    return float(np.mean(hits)), float(np.mean([r.rate for r in results]))
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report)
+    fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.5), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        for system, cells in report[name].items():
+            xs = [cells[str(r)]["achieved_rate"] for r in RATES]
+            ys = [100 * cells[str(r)]["answer_retained"] for r in RATES]
+            style = "--" if system in ("truncate", "random sentences") else "-"
+            ax.plot(xs, ys, style, marker="o", label=system)
+        ax.set_title(f"{name}")
+        ax.set_xlabel("achieved rate (gpt-4o tokens kept)")
+        ax.set_ylabel("answer retained (%)")
+        ax.set_xlim(0, 0.6)
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--limit", type=int, default=60, help="QA items (171 in the set)")
+    ap.add_argument("--synthetic", type=int, default=60, help="generated items")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the generated items")
     ap.add_argument("--out", type=Path, default=Path("runs/bench_token_classification_quality"))
+    ap.add_argument("--only", nargs="*", help="run only these systems (exploration; no summary)")
     args = ap.parse_args()
-    items = [json.loads(line) for line in QA.read_text().splitlines() if line.strip()]
-    items = items[: args.limit]
-    reader = get_tokenizer("gpt-4o")
-    tokenizer = load_tokenizer(BASE_MODEL)
-
-    flat = [c for it in items for c in it["contexts"]]
-    sw = student_words(flat, tokenizer)
-    words = [w for w, _ in sw]
-    costs = [word_costs(reader, t, codepoints(t), w) for t, w in zip(flat, words, strict=True)]
-    teacher = cached_teacher_scores(flat, words)
-
-    plain = TokenClassificationCompressor()
-    aware = TokenClassificationCompressor(question_aware=True)
-    systems = ("full", "random", "teacher", "ctxzip", "ctxzip+q")
-    hits = {(s, r): [] for s in systems for r in RATES}
-    rates = {(s, r): [] for s in systems for r in RATES}
-    pos = 0
-    for it in tqdm(items, desc="items", unit="item"):
-        n = len(it["contexts"])
-        texts, w, c, t = (
-            it["contexts"],
-            words[pos : pos + n],
-            costs[pos : pos + n],
-            teacher[pos : pos + n],
-        )
-        pos += n
-        golds = it["golden_answers"]
-        total = int(sum(x.sum() for x in c))
-        for rate in RATES:
-            budget = Budget(rate=rate).tokens_for(total)
-            outs = {"full": texts, "teacher": keep_by_scores(texts, w, c, t, budget)}
-            rand = []
-            for seed in range(5):
-                rng = np.random.default_rng(seed)
-                scores = [rng.random(len(x)) for x in w]
-                rand.append(keep_by_scores(texts, w, c, scores, budget))
-            for name, comp in (("ctxzip", plain), ("ctxzip+q", aware)):
-                res = comp.compress(texts, it["question"], Budget(rate=rate))
-                outs[name] = res.texts
-            for name, out in outs.items():
-                hits[(name, rate)].append(answer_retained("\n".join(out), golds))
-                rates[(name, rate)].append(reader.count("\n".join(out)) / max(total, 1))
-            hits[("random", rate)].append(
-                float(np.mean([answer_retained("\n".join(o), golds) for o in rand]))
+    data = datasets(args.synthetic, args.seed)
+    comps = systems()
+    if args.only:
+        comps = {k: v for k, v in comps.items() if k in args.only}
+    report: dict[str, Any] = {}
+    for name, items in data.items():
+        report[name] = {}
+        for system, (comp, with_query) in tqdm(list(comps.items()), desc=name, unit="system"):
+            report[name][system] = {}
+            for rate in RATES:
+                hit, achieved = measure(items, comp, with_query, rate)
+                report[name][system][str(rate)] = {
+                    "answer_retained": round(hit, 4),
+                    "achieved_rate": round(achieved, 4),
+                }
+        print(f"\n{name}: {len(items)} items; answer retained (achieved rate)")
+        print("| system | " + " | ".join(f"rate {r}" for r in RATES) + " |")
+        print("|---|" + "---|" * len(RATES))
+        for system, cells in report[name].items():
+            row = [
+                f"{100 * cells[str(r)]['answer_retained']:.0f} ({cells[str(r)]['achieved_rate']:.2f})"
+                for r in RATES
+            ]
+            print(f"| {system} | " + " | ".join(row) + " |")
+        if args.only:
+            continue
+        for rate in (0.5, 0.33):
+            base = max(
+                report[name][b][str(rate)]["answer_retained"]
+                for b in ("truncate", "random sentences")
             )
-            rates[("random", rate)].append(
-                float(np.mean([reader.count("\n".join(o)) / max(total, 1) for o in rand]))
+            for system in ("token-classification", "token-classification +q"):
+                gain = report[name][system][str(rate)]["answer_retained"] - base
+                print(f"{system} @ {rate}: {100 * gain:+.0f} points over the best baseline")
+        for rate in (0.2, 0.1):
+            gain = (
+                report[name]["coarse-to-fine"][str(rate)]["answer_retained"]
+                - report[name]["extractive"][str(rate)]["answer_retained"]
             )
-
-    print(f"\n{len(items)} pyref items; answer retained (share of items), achieved rate")
-    print("| system | " + " | ".join(f"rate {r}" for r in RATES) + " |")
-    print("|---|" + "---|" * len(RATES))
-    report = {}
-    for s in systems:
-        cells = []
-        for r in RATES:
-            h, a = float(np.mean(hits[(s, r)])), float(np.mean(rates[(s, r)]))
-            cells.append(f"{h:.1%} (rate {a:.2f})")
-            report[f"{s}@{r}"] = {"answer_retained": h, "achieved_rate": a}
-        print(f"| {s} | " + " | ".join(cells) + " |")
+            print(f"coarse-to-fine @ {rate}: {100 * gain:+.0f} points over extractive")
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.only:
+        return
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {args.out / 'report.json'}")
+    plot(report, args.out / "retention.png")
+    print(f"\nwrote {args.out / 'report.json'} and {args.out / 'retention.png'}")
 
 
 if __name__ == "__main__":

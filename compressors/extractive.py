@@ -252,6 +252,10 @@ class ExtractiveCompressor(BaseCompressor):
         chosen, excluded = self._fill(pieces, emb, budget)
         kept, texts = self._fit(request, pieces, chosen, excluded, budget)
         extra["selected"] = sum(len(k) for k in kept)
+        score_of = {(p.ctx, p.start, p.end): p.score for p in pieces}
+        extra["span_scores"] = [  # per context, each kept span's score (a later stage's prior)
+            [score_of.get((c, s, e), 0.0) for s, e in spans] for c, spans in enumerate(kept)
+        ]
         reason: str | None = None
         if budget == 0:
             reason = "budget too small for any sentence"

@@ -7,7 +7,9 @@ the question makes each token (a second pass with the question in front), so tex
 the question outranks text that is merely unpredictable. Surprisal is summed per word,
 phrase or sentence and ranked per reader token; the least informative units are dropped
 until the whole request (all contexts together) fits the budget in the reader's
-tokenizer. Protected spans are always kept.
+tokenizer. Protected spans are always kept. Words are whitespace-delimited
+(`ctxzip.units.split_whitespace_words`): a flag, path, URL, version or dotted name is
+kept whole or dropped whole, never altered; phrases are runs of such words.
 
 Known limit: facts the scorer already knows (famous dates) are predictable, hence cheap
 to drop; retrieved text the model has never seen fares better.
@@ -31,7 +33,7 @@ from ctxzip.protect import NO_PROTECT, Protect
 from ctxzip.result import CompressionRequest, Span
 from ctxzip.spans import join_spans
 from ctxzip.tokens import DEFAULT_TOKENIZER
-from ctxzip.units import Unit, split_sentences, split_words
+from ctxzip.units import Unit, split_sentences, split_whitespace_words
 
 DEFAULT_MODEL = SMOLLM
 UNITS = ("word", "phrase", "sentence")
@@ -62,7 +64,7 @@ def as_protect(value: Protect | Mapping[str, Any] | None) -> Protect:
 
 
 def split_phrases(text: str, protect: Protect = NO_PROTECT) -> list[Unit]:
-    """Short phrases: runs of words cut before function words and after punctuation.
+    """Short phrases: runs of whitespace words cut before function words and after punctuation.
 
     A cheap stand-in for noun-phrase chunking (no parser needed): units still tile the
     text exactly, blocks and atoms stay whole.
@@ -77,7 +79,7 @@ def split_phrases(text: str, protect: Protect = NO_PROTECT) -> list[Unit]:
             phrases.append(Unit(text[start:end], start, end, "text", prot))
             group.clear()
 
-    for unit in split_words(text, protect):
+    for unit in split_whitespace_words(text, protect):
         if unit.kind != "text":
             flush()
             phrases.append(unit)
@@ -98,7 +100,7 @@ def split_phrases(text: str, protect: Protect = NO_PROTECT) -> list[Unit]:
         ):
             flush()
         group.append(unit)
-        if not is_word and unit.text[0] in '.,;:!?)]}"”’':
+        if unit.text[-1] in '.,;:!?)]}"”’':
             flush()  # punctuation closes the phrase it ends
     flush()
     return phrases
@@ -274,7 +276,7 @@ class SelfInformationCompressor(BaseCompressor):
 
     def _split(self, text: str) -> list[Unit]:
         if self.unit == "word":
-            return split_words(text, self.protect)
+            return split_whitespace_words(text, self.protect)
         if self.unit == "sentence":
             return split_sentences(text, self.protect)
         return split_phrases(text, self.protect)

@@ -12,7 +12,7 @@ from ctxzip.protect import Protect
 from ctxzip.registry import available_compressors, compressor_names, get_compressor
 from ctxzip.result import CompressionRequest, CompressionResult, Span
 from ctxzip.tokens import count_tokens, get_tokenizer
-from ctxzip.units import Unit, split_sentences, split_words
+from ctxzip.units import Unit, split_sentences, split_whitespace_words, split_words
 
 __version__ = "0.1.0"
 
@@ -36,5 +36,6 @@ __all__ = [
     "get_compressor",
     "get_tokenizer",
     "split_sentences",
+    "split_whitespace_words",
     "split_words",
 ]

@@ -56,16 +56,28 @@ def _separator(gap: str, left: str, right: str) -> str:
 
 def join_spans(text: str, spans: Iterable[Span]) -> str:
     """The text made of `spans` of `text`, in order, with natural separators."""
+    return joined_with_offsets(text, spans)[0]
+
+
+def joined_with_offsets(text: str, spans: Iterable[Span]) -> tuple[str, list[int]]:
+    """`join_spans`, plus where each merged span starts in the joined text (so spans of
+    the joined text can be mapped back to the original, as a second stage needs)."""
     merged = merge_spans(spans)
     parts: list[str] = []
+    at: list[int] = []
+    length = 0
     prev_end: int | None = None
     for start, end in merged:
         piece = text[start:end]
         if prev_end is not None:
-            parts.append(_separator(text[prev_end:start], parts[-1], piece))
+            sep = _separator(text[prev_end:start], parts[-1], piece)
+            parts.append(sep)
+            length += len(sep)
+        at.append(length)
         parts.append(piece)
+        length += len(piece)
         prev_end = end
-    return "".join(parts)
+    return "".join(parts), at
 
 
 def spans_length(spans: Iterable[Span]) -> int:

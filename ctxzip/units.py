@@ -216,6 +216,46 @@ def split_words(text: str, protect: Protect = NO_PROTECT) -> list[Unit]:
     return units
 
 
+_SOLID = regex.compile(r"\S+")
+
+
+def split_whitespace_words(text: str, protect: Protect = NO_PROTECT) -> list[Unit]:
+    """Whitespace-delimited words, the units word-level compressors keep or drop whole.
+
+    A flag (``--ascii``), path, URL, e-mail, version, number with its unit or dotted /
+    snake_case / camelCase name is one word, punctuation attached to it included, so
+    dropping words never alters one. Code fences, tables, JSON and protected spans that
+    hold whitespace are single units ("block"), grown to the whole words they touch; a
+    word holding a URL or e-mail is an "atom", like in `split_words`.
+    """
+    keep = protect.spans(text)
+    keep_index = _Spans(keep)
+    spans = merge_spans(atomic_spans(text) + keep)
+    solid = _Spans([s for s in spans if not regex.search(r"\s", text[s[0] : s[1]])])
+    atoms = [s for s in spans if regex.search(r"\s", text[s[0] : s[1]])]
+    units: list[Unit] = []
+    pos = 0
+    for a_start, a_end in [*atoms, (len(text), len(text))]:
+        for m in _SOLID.finditer(text, pos, a_start):
+            kind = "atom" if solid.overlaps(*m.span()) else "text"
+            units.append(Unit(m.group(), m.start(), m.end(), kind, keep_index.overlaps(*m.span())))
+        if a_end > a_start:
+            # the block grows to the whole words it touches at either edge
+            start = a_start
+            while start > pos and not text[start - 1].isspace():
+                start -= 1
+            if units and units[-1].end > start:
+                start = min(start, units.pop().start)
+            end = a_end
+            while end < len(text) and not text[end].isspace():
+                end += 1
+            kind = "block" if "\n" in text[start:end] else "atom"
+            units.append(Unit(text[start:end], start, end, kind, keep_index.overlaps(start, end)))
+            a_end = end
+        pos = a_end
+    return units
+
+
 def reconstruct(text: str, units: list[Unit]) -> str:
     """Rebuild `text` from its units and the whitespace gaps between them.
 

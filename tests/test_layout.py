@@ -62,8 +62,8 @@ def test_wheel_has_one_top_level_package(tmp_path):
     assert "ctxzip/compressors/truncate.py" in names
     # each family's modules and its shipped weights travel with it
     for path in [
-        "ctxzip/compressors/token_classification/weights/token_classifier_head.safetensors",
-        "ctxzip/compressors/token_classification/weights/token_classifier_head.json",
+        "ctxzip/compressors/token_classification/weights/token_classifier.safetensors",
+        "ctxzip/compressors/token_classification/weights/token_classifier.json",
         "ctxzip/compressors/xrag/weights/xrag_minilm_smollm2.safetensors",
         "ctxzip/compressors/xrag/weights/xrag_minilm_smollm2.json",
         "ctxzip/compressors/vision/reader/weights/vision_reader_smollm2.safetensors",

@@ -1,4 +1,4 @@
-"""Sub-token to word merging with real tokenizers: WordPiece, byte-level BPE, SentencePiece."""
+"""Whitespace words over real tokenizers' sub-tokens: WordPiece, byte-level BPE, SentencePiece."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from ctxzip.compressors.token_classification.words import (
     codepoints,
     detect_scheme,
-    merge_words,
+    repeated_separators,
     space_mask,
-    word_rule,
+    whitespace_words,
     word_scores,
 )
 from ctxzip.models import MINILM, SMOLLM, load_tokenizer
@@ -31,9 +31,7 @@ def _words(tokenizer, text: str):
     enc = backend.encode(text, add_special_tokens=False)
     cps = codepoints(text)
     ids = np.asarray(enc.ids, dtype=np.int64)
-    words = merge_words(
-        ids, np.asarray(enc.offsets).reshape(-1, 2), word_rule(tokenizer), cps, space_mask(cps)
-    )
+    words = whitespace_words(np.asarray(enc.offsets).reshape(-1, 2), space_mask(cps))
     return ids, words, [text[s:e] for s, e in zip(words.start, words.end, strict=True)]
 
 
@@ -88,56 +86,54 @@ def sentencepiece(tmp_path_factory):
     return fast
 
 
-def test_wordpiece_merges_hash_pieces_and_keeps_accents(minilm):
+def test_wordpiece_words_are_the_whitespace_words(minilm):
     assert detect_scheme(minilm) == "wordpiece"
     ids, words, texts = _words(minilm, TEXT)
-    assert "2023" in texts  # '202' + '##3'
+    assert texts == TEXT.split()  # "3.5%", "2023,", "Dr.", "[SEP]", "-----" stay whole
     assert "naïve" in texts and "Café" in texts  # offsets map back to the accented original
-    assert texts[texts.index("東") : texts.index("東") + 2] == ["東", "京"]
-    i = texts.index("SEP")
-    assert texts[i - 1 : i + 2] == ["[", "SEP", "]"]  # user text, split as text...
-    assert minilm.sep_token_id not in ids.tolist()  # ...and never the control token
+    assert minilm.sep_token_id not in ids.tolist()  # "[SEP]" in user text is text
+    assert (np.diff(words.token_word) >= 0).all() and words.token_word[-1] == len(words) - 1
     _check_tiling(TEXT, words)
 
 
-def test_bytelevel_never_splits_a_character(smollm):
+def test_bytelevel_words(smollm):
     assert detect_scheme(smollm) == "bytelevel"
     _, words, texts = _words(smollm, TEXT)
-    assert "economy" in texts and "naïve" in texts and "Café" in texts
-    assert "Ελληνικά" in texts
-    assert "-----" in texts
-    assert "" not in texts  # trailing spaces join the last word instead of making an empty one
+    assert texts == TEXT.split()
     _check_tiling(TEXT, words)
 
 
-def test_sentencepiece_marker_starts_words(sentencepiece):
+def test_sentencepiece_words(sentencepiece):
     assert detect_scheme(sentencepiece) == "sentencepiece"
     text = "the economy of the city grew quickly. naive cafes in Tokyo"
     _, words, texts = _words(sentencepiece, text)
-    assert texts == [
-        "the",
-        "economy",
-        "of",
-        "the",
-        "city",
-        "grew",
-        "quickly",
-        ".",
-        "naive",
-        "cafes",
-        "in",
-        "Tokyo",
-    ]
+    assert texts == text.split()
     _check_tiling(text, words)
 
 
-def test_word_scores_mean_and_first(minilm):
+def test_identifiers_are_single_words(minilm):
+    text = "-a --ascii  /usr/share/doc/gzip v1.12 32KiB foo_bar.baz_qux getElementById bug@gnu.org"
+    _, words, texts = _words(minilm, text)
+    assert texts == text.split()
+    assert words.first_token.size == len(texts)
+
+
+def test_repeated_separators_are_whole_words(minilm):
+    text = "a ---- ---- ---- b -- c"
+    _, words, _ = _words(minilm, text)
+    expected = [False, False, True, True, False, False, False]
+    assert repeated_separators(text, words).tolist() == expected
+
+
+def test_word_scores_mean_max_and_first(minilm):
     ids, words, texts = _words(minilm, "in 2023 now")
     probs = np.linspace(0.1, 0.9, ids.size).astype(np.float32)
     mean = word_scores(probs, words, "mean")
     first = word_scores(probs, words, "first")
+    most = word_scores(probs, words, "max")
     i = texts.index("2023")
     toks = np.flatnonzero(words.token_word == i)
     assert toks.size == 2
     assert mean[i] == pytest.approx(probs[toks].mean())
     assert first[i] == pytest.approx(probs[toks[0]])
+    assert most[i] == pytest.approx(probs[toks].max())

@@ -2,8 +2,8 @@
 
 Modules, each importing only the ones before it: `words` (sub-tokens to words, stopwords),
 `costs` (reader-token cost per word), `onnx_smoothing` and `onnx` (the ONNX Runtime
-backend), `model` (loading checkpoints, the shipped head, int8), `compressor` (the
-compressor). `train` (rebuilds the shipped head) imports the runtime modules; none of
+backend), `model` (loading checkpoints, the shipped adapters and head, int8), `compressor` (the
+compressor). `train` (rebuilds the shipped model) imports the runtime modules; none of
 them imports it.
 """
 
@@ -12,8 +12,8 @@ from ctxzip.compressors.token_classification.model import (
     BASE_MODEL,
     DEFAULT_MODEL,
     LoadedModel,
-    head_path,
     load_token_classifier,
+    weights_path,
 )
 
 __all__ = [
@@ -21,6 +21,6 @@ __all__ = [
     "DEFAULT_MODEL",
     "LoadedModel",
     "TokenClassificationCompressor",
-    "head_path",
     "load_token_classifier",
+    "weights_path",
 ]

@@ -9,12 +9,12 @@ loaded by `ctxzip.compressors.token_classification.model`.
 How a call runs:
 
 1. Every context of every request is tokenised once (offsets kept, special-token text
-   in user content treated as text) and its sub-tokens merged into words with the
-   tokenizer's own markers (`ctxzip.compressors.token_classification.words`); each
+   in user content treated as text) and split into whitespace-delimited words, each
+   kept or dropped whole (`ctxzip.compressors.token_classification.words`); each
    word's cost is counted in the reader's tokenizer (`...token_classification.costs`).
 2. Contexts are cut at sentence boundaries into chunks of the model's window; all
    chunks of all requests go through the model in padded, length-sorted batches.
-3. A word's score is the mean P(keep) of its sub-tokens. Forced words (force strings,
+3. A word's score is the mean P(keep) of the sub-tokens inside it. Forced words (force strings,
    digits, protected spans) always stay; repeated separators are dropped; query words
    can get a bonus; optionally whole low-value contexts are dropped first.
 4. One threshold per request, over all its chunks and contexts, is chosen so the kept
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,16 +46,16 @@ from ctxzip.compressors.token_classification.words import (
     STOPWORDS,
     Words,
     codepoints,
-    merge_words,
     repeated_separators,
     space_mask,
     vocab_pieces,
+    whitespace_words,
     word_rule,
     word_scores,
 )
 from ctxzip.errors import InputError
 from ctxzip.protect import Protect
-from ctxzip.result import CompressionRequest, Span
+from ctxzip.result import CompressionRequest, CompressionResult, Span
 from ctxzip.spans import join_spans, merge_spans, overlapping
 from ctxzip.tokens import DEFAULT_TOKENIZER
 from ctxzip.units import split_sentences
@@ -77,6 +78,7 @@ class _Context:
     pooled: np.ndarray | None = None  # mean hidden state (context-level pass)
     chunks: list[tuple[int, int]] = field(default_factory=list)
     droppable: bool = True
+    prior: list[tuple[int, int, float]] = field(default_factory=list)  # (start, end, bonus)
 
 
 class TokenClassificationCompressor(BaseCompressor):
@@ -111,13 +113,13 @@ class TokenClassificationCompressor(BaseCompressor):
         protect: Protect | None = None,
         drop_consecutive: bool = False,
         question_aware: bool = False,
-        query_weight: float = 0.3,
+        query_weight: float = 0.5,
         context_level: bool = False,
         context_expand: float = 2.0,
     ) -> None:
         super().__init__(tokenizer=tokenizer)
-        if token_to_word not in ("mean", "first"):
-            raise InputError("token_to_word must be 'mean' or 'first'")
+        if token_to_word not in ("mean", "max", "first"):
+            raise InputError("token_to_word must be 'mean', 'max' or 'first'")
         if batch_size < 1:
             raise InputError("batch_size must be >= 1")
         if backend not in BACKENDS:
@@ -153,13 +155,36 @@ class TokenClassificationCompressor(BaseCompressor):
 
     # -------------------------------------------------------------- main path
 
-    def _compress_requests(self, requests: list[CompressionRequest]) -> list[Compressed]:
+    def compress_with_priors(
+        self,
+        requests: Sequence[CompressionRequest],
+        priors: Sequence[Sequence[Sequence[tuple[int, int, float]]]],
+    ) -> list[CompressionResult]:
+        """`compress_batch`, with each word's score raised by the bonus of the span it lies
+        in (``priors[request][context]`` = (start, end, bonus) character spans): how a
+        second stage (`coarse-to-fine`) uses what the first stage knew about each sentence."""
+        requests = list(requests)
+        if not requests:
+            return []
+        started = time.perf_counter()
+        outcomes = self._compress_requests(requests, priors)
+        seconds = (time.perf_counter() - started) / len(requests)
+        return [self._account(r, o, seconds) for r, o in zip(requests, outcomes, strict=True)]
+
+    def _compress_requests(
+        self,
+        requests: list[CompressionRequest],
+        priors: Sequence[Sequence[Sequence[tuple[int, int, float]]]] | None = None,
+    ) -> list[Compressed]:
         lm = self.loaded
         reader = self.tokenizer
         contexts: list[list[_Context]] = []
         budgets: list[int] = []
         for r, request in enumerate(requests):
             ctxs = [_Context(text, r, i) for i, text in enumerate(request.contexts)]
+            if priors is not None:
+                for ctx, prior in zip(ctxs, priors[r], strict=True):
+                    ctx.prior = list(prior)
             contexts.append(ctxs)
             self._prepare(ctxs, lm, reader)
             total = sum(int(c.cost.sum()) for c in ctxs if c.cost is not None)
@@ -194,7 +219,7 @@ class TokenClassificationCompressor(BaseCompressor):
             offsets = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
             keep_tok = ~rule.special[ctx.ids] if ctx.ids.size else np.zeros(0, dtype=bool)
             ctx.ids, offsets = ctx.ids[keep_tok], offsets[keep_tok]
-            ctx.words = merge_words(ctx.ids, offsets, rule, cps, space)
+            ctx.words = whitespace_words(offsets, space)
             words = ctx.words
             ctx.cost = word_costs(reader, ctx.text, cps, words)
             ctx.protected = self.protect.spans(ctx.text) if self.protect else []
@@ -209,7 +234,7 @@ class TokenClassificationCompressor(BaseCompressor):
                 ctx.forced |= digit[words.end] - digit[words.start] > 0
             ctx.banned = np.zeros(len(words), dtype=bool)
             if self.drop_consecutive and len(words) > 1:
-                ctx.banned = repeated_separators(ctx.ids, words, rule.punct) & ~ctx.forced
+                ctx.banned = repeated_separators(ctx.text, words) & ~ctx.forced
             ctx.chunks = self._chunk(ctx, lm, space)
 
     def _chunk(self, ctx: _Context, lm: LoadedModel, space: np.ndarray) -> list[tuple[int, int]]:
@@ -329,6 +354,8 @@ class TokenClassificationCompressor(BaseCompressor):
             )
             if self.question_aware and request.query and s.size:
                 s = s + self.query_weight * self._query_match(ctx, lm, request.query)
+            if ctx.prior and s.size and ctx.words is not None:
+                s = s + _span_values(ctx.words, ctx.prior)
             scores.append(s)
         active = list(range(len(ctxs)))
         dropped: list[int] = []
@@ -347,21 +374,32 @@ class TokenClassificationCompressor(BaseCompressor):
         return self._global(ctxs, scores, active, budget, extra)
 
     def _query_match(self, ctx: _Context, lm: LoadedModel, query: str) -> np.ndarray:
-        """1.0 for words sharing a content sub-token with the query, else 0.0 (vectorised)."""
+        """Per word: the share of the query's content sub-tokens its sentence holds, plus
+        half a point when the word itself holds one (vectorised). Answers sit next to
+        the question's words, in the sentences that repeat them."""
         rule = word_rule(lm.tokenizer)
         enc = lm.backend.encode(query, add_special_tokens=False)
-        qids = [
-            i
-            for i, t in zip(enc.ids, enc.tokens, strict=True)
-            if not rule.punct[i]
-            and len(t.strip("#▁Ġ")) >= 3
-            and t.strip("#▁Ġ").lower() not in STOPWORDS
-        ]
+        qids = sorted(
+            {
+                i
+                for i, t in zip(enc.ids, enc.tokens, strict=True)
+                if not rule.punct[i]
+                and len(t.strip("#▁Ġ")) >= 3
+                and t.strip("#▁Ġ").lower() not in STOPWORDS
+            }
+        )
         words = ctx.words
         if not qids or words is None or not len(words):
             return np.zeros(len(words or ()), dtype=np.float64)
-        hit = np.isin(ctx.ids, np.asarray(qids, dtype=np.int64)).astype(np.float64)
-        return np.maximum.reduceat(hit, words.first_token)
+        q = np.asarray(qids, dtype=np.int64)
+        hit = np.isin(ctx.ids, q)
+        word_hit = np.maximum.reduceat(hit.astype(np.float64), words.first_token)
+        ends = np.asarray([u.end for u in split_sentences(ctx.text)], dtype=np.int64)
+        sentence = np.minimum(np.searchsorted(ends, words.start, side="right"), max(len(ends), 1))
+        tok_sentence = sentence[words.token_word[hit]]
+        pairs = np.unique(tok_sentence * q.size + np.searchsorted(q, ctx.ids[hit]))
+        covered = np.bincount(pairs // q.size, minlength=int(sentence.max()) + 1) / q.size
+        return covered[sentence] + 0.5 * word_hit
 
     def _context_pass(
         self,
@@ -512,6 +550,17 @@ class TokenClassificationCompressor(BaseCompressor):
         if ctx.protected:
             spans = merge_spans(spans + ctx.protected)
         return spans
+
+
+def _span_values(words: Words, spans: list[tuple[int, int, float]]) -> np.ndarray:
+    """Per word, the value of the (sorted, disjoint) span its first character lies in, else 0."""
+    ordered = sorted(spans)
+    starts = np.asarray([a for a, _, _ in ordered], dtype=np.int64)
+    ends = np.asarray([b for _, b, _ in ordered], dtype=np.int64)
+    values = np.asarray([v for _, _, v in ordered], dtype=np.float64)
+    i = np.searchsorted(starts, words.start, side="right") - 1
+    inside = (i >= 0) & (words.start < ends[np.maximum(i, 0)])
+    return np.where(inside, values[np.maximum(i, 0)], 0.0)
 
 
 def _llmlingua_chunks(ids: np.ndarray, ends: np.ndarray, limit: int) -> list[tuple[int, int]]:

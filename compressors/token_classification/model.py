@@ -2,9 +2,10 @@
 
 `load_token_classifier` returns a `LoadedModel` once per process and settings, kept in
 the one model cache (`ctxzip.models.cached`, so `ctxzip.models.clear_cache` frees it).
-The shipped model (`DEFAULT_MODEL`) is the packaged all-MiniLM-L6-v2 encoder plus the
-keep/drop head in `weights/token_classifier_head.safetensors` (read with
-`ctxzip.weights`). On CPU the model runs on ONNX Runtime when it is installed
+The shipped model (`DEFAULT_MODEL`) is the packaged all-MiniLM-L6-v2 encoder fine-tuned
+through low-rank adapters, plus a keep/drop head, both in
+`weights/token_classifier.safetensors` (read with `ctxzip.weights`; the adapters are
+merged into the encoder's weights once at load, so every backend runs a plain encoder). On CPU the model runs on ONNX Runtime when it is installed
 (`ctxzip.compressors.token_classification.onnx`), else on torch; `fast=True` is int8.
 """
 
@@ -33,11 +34,13 @@ from ctxzip.models import (
 from ctxzip.weights import load_weights, shipped
 
 DEFAULT_MODEL = "ctxzip/minilm-l6-keep-drop"
-"""The shipped model: all-MiniLM-L6-v2 plus the head in `token_classifier_head.safetensors`."""
+"""The shipped model: all-MiniLM-L6-v2 with the adapters and head in `token_classifier.safetensors`."""
 
 BASE_MODEL = MINILM
-"""The shipped model's encoder (frozen; only the head is trained)."""
-HEAD_FILE = "weights/token_classifier_head.safetensors"
+"""The shipped model's encoder (fine-tuned through the shipped low-rank adapters)."""
+WEIGHTS_FILE = "weights/token_classifier.safetensors"
+ADAPTED = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
+"""Suffixes of the encoder matrices the shipped adapters update (every one in all layers)."""
 BACKENDS = ("auto", "onnx", "torch")
 
 
@@ -53,9 +56,23 @@ class LoadedModel:
     pad_id: int
 
 
-def head_path() -> Path:
-    """The shipped keep/drop head (its JSON manifest lies beside it)."""
-    return shipped("ctxzip.compressors.token_classification", HEAD_FILE)
+def weights_path() -> Path:
+    """The shipped adapters and keep/drop head (the model card, JSON, lies beside it)."""
+    return shipped("ctxzip.compressors.token_classification", WEIGHTS_FILE)
+
+
+def apply_shipped(model: Any, tensors: dict[str, Any]) -> None:
+    """Load the head and merge each adapter (``weight += B @ A``) into `model` in place."""
+    import torch
+
+    with torch.no_grad():
+        model.classifier.weight.copy_(tensors["classifier.weight"])
+        model.classifier.bias.copy_(tensors["classifier.bias"])
+        for key, a in tensors.items():
+            if key.endswith(".lora_A"):
+                name = key[: -len(".lora_A")]
+                b = tensors[f"{name}.lora_B"]
+                model.get_submodule(name).weight.add_(b @ a)
 
 
 def load_token_classifier(
@@ -114,8 +131,8 @@ def _load(model_id: str, dev: str, dtype: str, fast: bool, backend: str) -> Load
     if int(getattr(model.config, "num_labels", 0)) < 2:
         raise ModelNotFoundError(f"{model_id!r} has fewer than 2 labels; label 1 must mean keep")
     if is_shipped:
-        head, _ = load_weights(head_path(), framework="pt")
-        model.classifier.load_state_dict({k.split(".", 1)[1]: v for k, v in head.items()})
+        tensors, _ = load_weights(weights_path(), framework="pt")
+        apply_shipped(model, tensors)
     model.eval()
     tokenizer = load_tokenizer(source)
     fast_backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -179,7 +196,7 @@ def _onnx_runner(
         if required:
             raise ModelNotFoundError("backend='onnx' needs onnxruntime (pip install onnxruntime)")
         return None
-    extra = head_path().read_bytes() if is_shipped else b""
+    extra = weights_path().read_bytes() if is_shipped else b""
     key = cache_key(model_id, path, extra)
     runner = onnx_classifier(model, key, int8, torch.get_num_threads(), calibration)
     if runner is None and required:
@@ -190,7 +207,7 @@ def _onnx_runner(
 def calibration_feeds(
     backend: Any, prefix: list[int], suffix: list[int], max_length: int, windows: int = 16
 ) -> list[dict[str, np.ndarray]]:
-    """Full model windows of the shipped head's training text (standard-library
+    """Full model windows of calibration text (standard-library
     docstrings): what the int8 graph's smoothing measures activation ranges on."""
     width = max_length - len(prefix) - len(suffix)
     ids: list[int] = []

@@ -1,25 +1,22 @@
-"""Sub-tokens to words, vectorised, for any Hugging Face fast tokenizer.
+"""Words for any Hugging Face fast tokenizer: whitespace-delimited, scored from sub-tokens.
 
-A token-classification compressor scores sub-tokens but keeps or drops whole words,
-so it needs to know where words start. LLMLingua-2 hard-wires that rule to two
-tokenizer names; here it comes from the tokenizer itself:
+A token-classification compressor scores sub-tokens but keeps or drops whole words. A
+word is a maximal run of non-space characters (`whitespace_words`), never the model
+tokenizer's idea of a word: ``-a --ascii`` is two words ``-a`` and ``--ascii``, never
+``a ascii``; paths, URLs, e-mails, versions, numbers with units and dotted, snake_case
+or camelCase names are one word each, kept whole or dropped whole, with any punctuation
+attached to them. Each word's score is aggregated from the sub-tokens that start inside
+it (`word_scores`: mean, max or first), using the encoding's character offsets.
 
-* its own continuation markers, read once per vocabulary into a boolean table
-  (WordPiece ``##x`` continues a word; SentencePiece ``▁x`` and byte-level ``Ġx``
-  start one; a punctuation-only token always starts one), and
-* the character offsets of each encoding (whitespace before a token starts a word;
-  a token that overlaps the previous one, such as two bytes of one character in a
-  byte-level BPE, never does, so no character is ever split).
-
-Everything after the vocabulary table is numpy over whole arrays: no loop per word.
-
-Also here: the per-vocabulary piece table LLMLingua-2's per-chunk rule needs
-(`vocab_pieces`), repeated separators (`repeated_separators`) and the stopwords that
-never count as a query match (`STOPWORDS`).
+Also here: the per-vocabulary tables (`word_rule`: punctuation and special tokens;
+`vocab_pieces`: LLMLingua-2's chunk ends), repeated separators
+(`repeated_separators`) and the stopwords that never count as a query match
+(`STOPWORDS`). Everything per input is numpy over whole arrays.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import unicodedata
 from dataclasses import dataclass
@@ -233,80 +230,47 @@ class Words:
         return int(self.start.shape[0])
 
 
-def merge_words(
-    ids: np.ndarray, offsets: np.ndarray, rule: WordRule, cps: np.ndarray, space: np.ndarray
-) -> Words:
-    """Group `ids` (with character `offsets`, shape [n, 2]) into words of the text.
+def whitespace_words(offsets: np.ndarray, space: np.ndarray) -> Words:
+    """The whitespace-delimited words of a text and which tokens fall in each.
 
-    Empty words (whitespace-only tokens) are merged into the next word, so every
-    word has a non-empty span that starts and ends on a non-space character.
+    A word is a maximal run of non-space characters, so flags (``--ascii``), paths,
+    URLs, versions, numbers with units and dotted or snake_case names are single words,
+    and punctuation stays with the word it is attached to. Tokens (character `offsets`,
+    shape [n, 2]) belong to the word their first character is in; a word no token
+    touches (only characters the tokenizer drops) is not a unit. Vectorised.
     """
-    n = int(ids.shape[0])
-    if n == 0:
+    n = int(offsets.shape[0])
+    nchars = int(space.shape[0])
+    if n == 0 or nchars == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return Words(empty, empty, empty, empty)
+        return Words(np.zeros(n, dtype=np.int64), empty, empty, empty)
+    solid = ~space
+    prev = np.concatenate(([False], solid[:-1]))
+    nxt = np.concatenate((solid[1:], [False]))
+    w_start = np.flatnonzero(solid & ~prev)
+    w_end = np.flatnonzero(solid & ~nxt) + 1
     tok_start = offsets[:, 0].astype(np.int64)
-    tok_end = offsets[:, 1].astype(np.int64)
-    prev_end = np.concatenate(([-1], np.maximum.accumulate(tok_end)[:-1]))
-    nchars = cps.shape[0]
-    first_space = np.zeros(n, dtype=bool)
-    inside = tok_start < nchars
-    first_space[inside] = space[tok_start[inside]]
-    last_idx = np.clip(prev_end - 1, 0, max(nchars - 1, 0))
-    prev_last_space = (prev_end > 0) & space[last_idx] if nchars else np.zeros(n, dtype=bool)
-    prev_punct = np.concatenate(([False], rule.punct[ids][:-1]))
-    starts = rule.starts[ids] | (tok_start > prev_end) | first_space | prev_last_space
-    starts |= prev_punct & ~rule.punct[ids]  # "(the" is two words, as in WordPiece
-    # a byte piece of the previous token's character continues it; the previous
-    # token being punctuation-only ends a word only where the vocabulary says so
-    starts &= tok_start >= prev_end
-    starts[0] = True
-    # a whitespace-only token glues onto the word that follows it
-    empty_tok = _blank(tok_start, tok_end, space)
-    starts &= ~np.concatenate(([False], empty_tok[:-1]))
-    starts[0] = True
-    first = np.flatnonzero(starts)
-    if first.shape[0] > 1 and _blank(tok_start[first[-1] :], tok_end[first[-1] :], space).all():
-        starts[first[-1]] = False  # trailing whitespace tokens join the last word
-    token_word = np.cumsum(starts) - 1
-    first = np.flatnonzero(starts)
-    w_start = tok_start[first]
-    w_end = np.maximum.reduceat(tok_end, first)
-    w_start, w_end = _trim(w_start, w_end, space)
-    return Words(token_word, first, w_start, w_end)
-
-
-def _blank(start: np.ndarray, end: np.ndarray, space: np.ndarray) -> np.ndarray:
-    """True for tokens whose characters are all whitespace (or that cover none)."""
-    non_space = np.concatenate(([0], np.cumsum(~space)))
-    return (
-        non_space[np.minimum(end, space.shape[0])] - non_space[np.minimum(start, space.shape[0])]
-        == 0
-    )
-
-
-def _trim(start: np.ndarray, end: np.ndarray, space: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    n = space.shape[0]
-    if n == 0:
-        return start, end
-    idx = np.arange(n + 1)
-    sentinel = np.concatenate((space, [False]))
-    # next non-space at or after i; previous non-space before i (exclusive end)
-    nxt = np.where(~sentinel, idx, n)
-    nxt = np.minimum.accumulate(nxt[::-1])[::-1]
-    prv = np.where(np.concatenate(([True], ~space)), np.concatenate(([0], idx[1:])), 0)
-    prv = np.maximum.accumulate(prv)
-    s = np.minimum(nxt[np.minimum(start, n)], end)
-    e = np.maximum(prv[np.minimum(end, n)], s)
-    return s, e
+    # the word a token starts in (a token starting on a space joins the word after it)
+    owner = np.searchsorted(w_end, tok_start, side="right")
+    owner = np.minimum(owner, w_start.shape[0] - 1)
+    used = np.zeros(w_start.shape[0], dtype=bool)
+    used[owner] = True
+    if not used.all():  # drop words without tokens, renumber the rest
+        renumber = np.cumsum(used) - 1
+        owner = renumber[owner]
+        w_start, w_end = w_start[used], w_end[used]
+    first = np.searchsorted(owner, np.arange(w_start.shape[0]), side="left")
+    return Words(owner.astype(np.int64), first.astype(np.int64), w_start, w_end)
 
 
 def word_scores(token_scores: np.ndarray, words: Words, how: str = "mean") -> np.ndarray:
-    """Per-word score from per-token scores: mean of its sub-tokens, or the first's."""
+    """Per-word score from per-token scores: mean, max or first of its sub-tokens."""
     if len(words) == 0:
         return np.zeros(0, dtype=np.float64)
     if how == "first":
         return token_scores[words.first_token].astype(np.float64)
+    if how == "max":
+        return np.maximum.reduceat(token_scores.astype(np.float64), words.first_token)
     sums = np.add.reduceat(token_scores.astype(np.float64), words.first_token)
     counts = np.diff(np.concatenate((words.first_token, [token_scores.shape[0]])))
     return sums / counts
@@ -343,10 +307,9 @@ def vocab_pieces(tokenizer: Any) -> Pieces:
 _PIECES: dict[int, tuple[Any, Pieces]] = {}
 
 
-def repeated_separators(ids: np.ndarray, words: Words, punct: np.ndarray) -> np.ndarray:
-    """Words repeating the previous word's separator (e.g. the 2nd..nth '-' of '-----')."""
-    n_tokens = np.diff(np.concatenate((words.first_token, [ids.size])))
-    sig = np.where(n_tokens == 1, ids[words.first_token], -1)
-    sep = (sig >= 0) & punct[np.maximum(sig, 0)]
-    same = np.concatenate(([False], sig[1:] == sig[:-1]))
+def repeated_separators(text: str, words: Words) -> np.ndarray:
+    """Words of punctuation only that repeat the word before them (``---- ----``)."""
+    pieces = [text[a:b] for a, b in zip(words.start.tolist(), words.end.tolist(), strict=True)]
+    sep = np.fromiter((_is_punct(p) for p in pieces), dtype=bool, count=len(pieces))
+    same = np.asarray([False] + [a == b for a, b in itertools.pairwise(pieces)], dtype=bool)
     return sep & same
