@@ -8,6 +8,9 @@
 2. Compression: a 4,000-token RAG request through the proxy with extractive
    compression (truncate if extractive is not installed); the compression time comes
    from the proxy's own X-Ctxzip-Compression-Ms header.
+Modes `--mode faults` and `--mode load` (benchmarks/proxy_load.py): faults through the
+real SDKs per kind and protocol, and the compression load mix with added latency.
+
 3. Load + faults: 1,000 streaming requests at 32 concurrent, 5% of them hitting an
    injected upstream fault (HTTP 500, connection reset, stall past the read timeout,
    stream cut mid-way). Every reply must be a complete stream or a well-formed error;
@@ -340,12 +343,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--requests", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--concurrency", default="32", help="load mode: a comma list")
     parser.add_argument("--method", default="extractive")
     parser.add_argument("--skip", default="", help="comma list of parts to skip: 1,2,3")
+    parser.add_argument(
+        "--mode",
+        choices=["parts", "faults", "load"],
+        default="parts",
+        help="parts: 1-3 above; faults / load: see benchmarks/proxy_load.py",
+    )
+    parser.add_argument("--latency-budget", type=float, help="load: compression.latency_budget_s")
     args = parser.parse_args()
     if args.serve_upstream:
         serve_upstream(args.serve_upstream)
+        return
+    if args.mode != "parts":
+        sys.path.insert(0, str(Path(__file__).parent))
+        import proxy_load
+
+        print(f"cpu cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}")
+        if args.mode == "faults":
+            proxy_load.fault_mode(args.requests, int(str(args.concurrency).split(",")[0]))
+        else:
+            levels = [int(c) for c in str(args.concurrency).split(",")]
+            proxy_load.load_mode(args.requests, levels, args.method, budget=args.latency_budget)
         return
     skip = set(args.skip.split(","))
     port = free_port()
@@ -360,7 +381,11 @@ def main() -> None:
                 if "1" not in skip:
                     overhead(upstream, proxy, args.requests, proc.pid)
                 if "3" not in skip:
-                    asyncio.run(load_and_faults(proxy, proc.pid, args.requests, args.concurrency))
+                    asyncio.run(
+                        load_and_faults(
+                            proxy, proc.pid, args.requests, int(args.concurrency.split(",")[0])
+                        )
+                    )
             finally:
                 proc.terminate()
                 proc.wait(10)

@@ -30,6 +30,7 @@ from ctxzip.models import load_cross_encoder
 from ctxzip.protect import NO_PROTECT, Protect
 from ctxzip.result import CompressionRequest, Span
 from ctxzip.spans import join_spans
+from ctxzip.static_encoder import FirstStage, centrality
 from ctxzip.tokens import DEFAULT_TOKENIZER
 from ctxzip.units import Unit, split_sentences, split_words
 
@@ -100,6 +101,10 @@ class ExtractiveCompressor(BaseCompressor):
     holding `coarse` x the budget before the sentence pass; None disables),
     `quantize` ("none", "int8" on CPU, "auto"), `cache_size` (LRU entries),
     `max_unit_tokens` (longer sentences are cut into windows), `protect`.
+    `first_stage="static"`: static embeddings distilled from MiniLM score every sentence
+    first (`ctxzip.static_encoder`); only the best, `survivors` x the budget in tokens, go
+    on to the encoder, and only while that fits `second_stage_s` seconds per batch
+    (measured); the rest are selected on static scores alone.
     """
 
     name = "extractive"
@@ -122,6 +127,9 @@ class ExtractiveCompressor(BaseCompressor):
         protect: Protect | None = None,
         progress: bool | None = None,
         tokenizer: str = DEFAULT_TOKENIZER,
+        first_stage: str | None = None,
+        survivors: float = 2.0,
+        second_stage_s: float | None = 0.3,
     ) -> None:
         super().__init__(tokenizer=tokenizer)
         if not 0.0 <= mmr <= 1.0:
@@ -144,11 +152,14 @@ class ExtractiveCompressor(BaseCompressor):
         self.encoder = get_encoder(
             model, device=device, quantize=quantize, batch_size=batch_size, cache_size=cache_size
         )
+        self.stage = FirstStage.make(first_stage, survivors, second_stage_s)
 
     # -- the pipeline -------------------------------------------------------
 
     def _compress_requests(self, requests: list[CompressionRequest]) -> list[Compressed]:
         plans = [self._plan(r) for r in requests]
+        if self.stage is not None:
+            return self._staged(requests, plans)
         # one encoder pass over every query and piece of every request
         texts: list[str] = []
         for r, (pieces, _, _) in zip(requests, plans, strict=True):
@@ -168,6 +179,23 @@ class ExtractiveCompressor(BaseCompressor):
             row += len(pieces)
             result = self._select(r, pieces, emb, q, dropped, budget)
             result.extra["cache_hits_in_batch"] = cached
+            out.append(result)
+        return out
+
+    def _staged(self, requests: list[CompressionRequest],
+                plans: list[tuple[list[_Piece], list[int], int]]) -> list[Compressed]:  # fmt: skip
+        """The static first stage, then the encoder on survivors where time allows."""
+        assert self.stage is not None
+        out: list[Compressed] = []
+        narrowed = self.stage.narrow(requests, plans, self.encoder)
+        for r, (pieces, dropped, budget), (kept, emb, q, full) in zip(
+            requests, plans, narrowed, strict=True
+        ):
+            live = [pieces[i] for i in kept]
+            # static scores are not calibrated for selective augmentation
+            result = self._select(r, live, emb, q, dropped, budget, calibrated=full)
+            result.extra["first_stage"] = {"units": len(pieces), "survivors": len(live),
+                                           "encoder": full}  # fmt: skip
             out.append(result)
         return out
 
@@ -223,6 +251,7 @@ class ExtractiveCompressor(BaseCompressor):
         query: np.ndarray | None,
         dropped: list[int],
         budget: int,
+        calibrated: bool = True,
     ) -> Compressed:
         n_ctx = len(request.contexts)
         extra: dict[str, Any] = {"units": len(pieces), "coarse_dropped": dropped}
@@ -232,7 +261,7 @@ class ExtractiveCompressor(BaseCompressor):
             sims = emb @ query
             best = float(sims.max())
             extra["best_score"] = round(best, 4)
-            if self.threshold is not None and best < self.threshold:
+            if self.threshold is not None and calibrated and best < self.threshold:
                 skip_reason = (
                     f"selective augmentation: best sentence similarity {best:.3f} is below "
                     f"threshold {self.threshold:g}; no context sent"
@@ -388,14 +417,7 @@ class ExtractiveCompressor(BaseCompressor):
 
 def _centrality(pieces: list[_Piece], emb: np.ndarray) -> np.ndarray:
     """Task-agnostic score: cosine of each piece to its own context's centroid."""
-    ctx = np.array([p.ctx for p in pieces])
-    scores = np.zeros(len(pieces))
-    for c in np.unique(ctx):
-        rows = ctx == c
-        centroid = emb[rows].mean(axis=0)
-        norm = np.linalg.norm(centroid)
-        scores[rows] = emb[rows] @ (centroid / norm) if norm > 0 else 0.0
-    return scores
+    return centrality([p.ctx for p in pieces], emb)
 
 
 def _windows(text: str, unit: Unit, limit: int, count: Any) -> list[Span]:

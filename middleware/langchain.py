@@ -235,6 +235,10 @@ class _PromptCompression:
             # the question sits in the very message being compressed (a RAG prompt
             # template): its last paragraph is the question, not the whole message
             plan.query = _last_paragraph(plan.query)
+        for unit in plan.units:
+            # one call, one prompt: every message is ranked by the final question (the
+            # proxy's per-message prefix rule is about provider caches across turns)
+            unit.query = plan.query
         if self.budget.target_tokens is not None:
             for unit in plan.units:  # an absolute budget is shared out by size
                 if unit.tokens >= max(self.policy.min_tokens, 1):

@@ -1,13 +1,15 @@
 """Which parts of a chat request may be compressed, and how to put the results back.
 
-A chat request (OpenAI chat completions or Anthropic messages, as parsed JSON) is
-walked once to find *regions*: text inside allowed messages that a compressor may
+A chat request (OpenAI chat completions, Anthropic messages or an OpenAI Responses
+``input``, as parsed JSON) is walked once to find *regions*: text inside allowed messages that a compressor may
 shorten. Everything else is left as the very same Python object, so system and
 developer prompts, tool definitions, tool calls and results, thinking blocks, images,
 unknown fields and every block at or before an Anthropic ``cache_control`` breakpoint
 come back unchanged. One `CompressionRequest` is built per message (its regions are
 the contexts, so the budget is met across the message), with the rate picked from a
-token-range table, and `Plan.apply` splices the compressed texts back in.
+token-range table, and `Plan.apply` splices the compressed texts back in. The query
+that guides a message is the last user text at or before it, never a later one, so a
+message compresses the same way on every later turn (prompt caches keep hitting).
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ import regex
 
 from ctxzip.budget import Budget
 from ctxzip.compressor import Compressor
+from ctxzip.middleware.agent_items import is_message, items, query_before, user_texts
 from ctxzip.result import CompressionRequest, CompressionResult
 
-Protocol = Literal["openai", "anthropic"]
+Protocol = Literal["openai", "anthropic", "responses"]
 NEVER_COMPRESSED_ROLES = frozenset({"system", "developer", "tool", "function"})
 COMPRESSIBLE_ROLES = frozenset({"user", "assistant"})
 PARTS = frozenset({"text", "document"})
+_TEXT_BLOCKS = {"openai": ("text",), "anthropic": ("text",),
+                "responses": ("input_text", "output_text")}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -111,11 +116,18 @@ class MessageUnit:
     regions: list[Region]
     tokens: int = 0
     rate: float | None = None
+    query: str | None = None  # the last user text at or before this message
 
 
 @dataclass
 class Plan:
-    """What `plan_request` found: a deep copy of the body and the units to compress."""
+    """What `plan_request` found: a deep copy of the body and the units to compress.
+
+    The prefix rule: each unit's query comes from its own message and the ones before it
+    (the latest user text up to there), never from later turns, so message *i* compresses
+    the same way whatever follows it and provider prompt caches keep hitting.
+    `query` is the request's last user text (kept for callers that want it).
+    """
 
     body: dict[str, Any]
     protocol: Protocol
@@ -136,7 +148,7 @@ class Plan:
         return [
             CompressionRequest(
                 contexts=tuple(r.text for r in u.regions),
-                query=self.query,
+                query=u.query,
                 budget=Budget(rate=u.rate),
             )
             for u in self.active
@@ -191,7 +203,11 @@ def _text_slots(
         if not isinstance(block, dict):
             continue
         kind = block.get("type")
-        if kind == "text" and "text" in parts and isinstance(block.get("text"), str):
+        if (
+            kind in _TEXT_BLOCKS[protocol]
+            and "text" in parts
+            and isinstance(block.get("text"), str)
+        ):
             slots.append((block, "text"))
         elif (
             protocol == "anthropic"
@@ -224,16 +240,10 @@ def _last_breakpoint(body: dict[str, Any]) -> tuple[int, int] | None:
     return last
 
 
-def _plain_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            b["text"]
-            for b in content
-            if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
-        )
-    return ""
+def _strip_tagged(text: str, tags: Sequence[str]) -> str:
+    """`text` without its tagged regions (what is left is the question)."""
+    names = "|".join(map(regex.escape, tags))
+    return str(regex.sub(rf"(?s)<({names})(?:\s[^>]*)?>.*?</\1>", " ", text))
 
 
 def plan_request(
@@ -249,26 +259,23 @@ def plan_request(
     range table for messages at or above `min_tokens`.
     """
     body = copy.deepcopy(body)
-    messages = body.get("messages")
     units: list[MessageUnit] = []
     skipped: list[str] = []
-    if not isinstance(messages, list):
+    if protocol == "responses" and isinstance(body.get("input"), str):
+        return _plan_string_input(body, policy, count, rate)
+    messages = items(body, protocol)
+    if not messages:
         return Plan(body, protocol, units, None, ["no messages"])
     breakpoint_at = _last_breakpoint(body) if protocol == "anthropic" else None
-    query = None
-    for message in reversed(messages):
-        if isinstance(message, dict) and message.get("role") == "user":
-            text = _plain_text(message.get("content"))
-            if policy.tags:
-                text = regex.sub(
-                    rf"(?s)<({'|'.join(map(regex.escape, policy.tags))})(?:\s[^>]*)?>.*?</\1>",
-                    " ",
-                    text,
-                )
-            query = text.strip() or None
-            break
+    texts = []
+    for index, text in user_texts(body, protocol):
+        if policy.tags:
+            text = _strip_tagged(text, policy.tags).strip()
+        if text:
+            texts.append((index, text))
+    query = texts[-1][1] if texts else None
     for i, message in enumerate(messages):
-        if not isinstance(message, dict):
+        if not is_message(message):
             continue
         role = message.get("role")
         if role not in policy.roles:
@@ -288,7 +295,7 @@ def plan_request(
                 regions.append(Region(container, key, start, end))
         if not regions:
             continue
-        unit = MessageUnit(i, str(role), regions)
+        unit = MessageUnit(i, str(role), regions, query=query_before(texts, i + 1))
         unit.tokens = sum(count(r.text) for r in regions)
         if rate is None:
             unit.rate = policy.rate_for(unit.tokens)
@@ -296,6 +303,26 @@ def plan_request(
             unit.rate = rate
         units.append(unit)
     return Plan(body, protocol, units, query, skipped)
+
+
+def _plan_string_input(
+    body: dict[str, Any], policy: MessagePolicy, count: Callable[[str], int], rate: float | None
+) -> Plan:
+    """A Responses request whose ``input`` is one string: one user message."""
+    text = body["input"]
+    query = text.strip() or None
+    if "user" not in policy.roles or "text" not in policy.parts:
+        return Plan(body, "responses", [], query)
+    regions = [Region(body, "input", s, e) for s, e in _tag_regions(text, policy.tags)]
+    if not regions:
+        return Plan(body, "responses", [], query)
+    unit = MessageUnit(0, "user", regions, query=query)
+    unit.tokens = sum(count(r.text) for r in regions)
+    if rate is None:
+        unit.rate = policy.rate_for(unit.tokens)
+    elif rate < 1.0 and unit.tokens >= max(policy.min_tokens, 1):
+        unit.rate = rate
+    return Plan(body, "responses", [unit], query)
 
 
 def compress_messages(

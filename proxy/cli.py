@@ -59,6 +59,7 @@ def proxy_command(config_path: str | None, upstream: str | None, host: str | Non
     import uvicorn
 
     from ctxzip.proxy.app import build_app
+    from ctxzip.proxy.server import uvicorn_config
 
     level = config.server.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -66,5 +67,4 @@ def proxy_command(config_path: str | None, upstream: str | None, host: str | Non
     where = ", ".join(f"{k}={v.url}" for k, v in config.upstreams.items()) or "local model"
     click.echo(f"ctxzip proxy on http://{config.server.host}:{config.server.port} "
                f"(method {config.compression.method}; upstreams: {where})", err=True)  # fmt: skip
-    uvicorn.run(app, host=config.server.host, port=config.server.port,
-                log_level=config.server.log_level, lifespan="on")  # fmt: skip
+    uvicorn.Server(uvicorn_config(app, config)).run()

@@ -16,15 +16,21 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import regex
+
+from ctxzip.budget import Budget
 from ctxzip.compressor import Compressor
 from ctxzip.errors import CtxzipError
 from ctxzip.middleware.messages import MessagePolicy, Protocol, plan_request
+from ctxzip.proxy.admission import Admission, LoopLag, Overloaded
 from ctxzip.proxy.state import KeyValueStore, MemoryStore
 from ctxzip.registry import get_compressor
 from ctxzip.result import CompressionRequest
+from ctxzip.static_encoder import FirstStage
 from ctxzip.tokens import get_tokenizer
 
 log = logging.getLogger("ctxzip.proxy")
@@ -51,56 +57,102 @@ class CompressionFailed(Exception):
         self.kind = kind
 
 
-_Item = tuple[list[CompressionRequest], "asyncio.Future[list[list[str]]]"]
+@dataclass
+class _Job:
+    requests: list[CompressionRequest]
+    tokens: int  # work units for admission control
+    future: asyncio.Future[list[list[str]]]
+    on_result: Callable[[list[list[str]]], None] | None = None
 
 
 class Batcher:
-    """One worker per compressor; concurrent submissions share `compress_batch` calls."""
+    """One worker per compressor; concurrent submissions share `compress_batch` calls.
 
-    def __init__(self, compressor: Compressor, max_batch: int = 32) -> None:
+    A batch holds at most `max_batch` requests and, by the measured cost, about
+    `max_batch_s` seconds of work (a batch already running in its thread cannot be
+    stopped, so it is kept short). Jobs whose caller gave up (deadline, disconnect,
+    overload) are dropped from the queue before they cost anything. Results of a batch
+    go to every job's `on_result` (the cache), even a job whose caller has left.
+    """
+
+    def __init__(self, compressor: Compressor, max_batch: int = 32,
+                 max_batch_s: float = 0.5, lag: LoopLag | None = None) -> None:  # fmt: skip
         self.compressor = compressor
         self.max_batch = max_batch
-        self.queue: asyncio.Queue[_Item] | None = None
+        self.max_batch_s = max_batch_s
+        self.admission = Admission(lag=lag)
+        self.queue: asyncio.Queue[_Job] | None = None
         self.worker: asyncio.Task[None] | None = None
         self.batches = 0
+        self.running = 0  # batches in their thread now (0 or 1)
 
-    async def submit(self, requests: list[CompressionRequest]) -> list[list[str]]:
+    async def submit(self, requests: list[CompressionRequest], tokens: int = 0,
+                     on_result: Callable[[list[list[str]]], None] | None = None,
+                     ) -> list[list[str]]:  # fmt: skip
         loop = asyncio.get_running_loop()
         if self.queue is None or self.worker is None or self.worker.done():
             self.queue = asyncio.Queue()
             self.worker = loop.create_task(self._run(self.queue))
-        future: asyncio.Future[list[list[str]]] = loop.create_future()
-        self.queue.put_nowait((requests, future))
-        return await future
+        job = _Job(requests, tokens, loop.create_future(), on_result)
+        self.admission.add(tokens)
+        self.queue.put_nowait(job)
+        return await job.future  # cancelling this cancels the future: the job is dropped
 
-    async def _run(self, queue: asyncio.Queue[_Item]) -> None:
+    def _take(self, queue: asyncio.Queue[_Job], first: _Job) -> list[_Job]:
+        jobs = [first]
+        size, tokens = len(first.requests), first.tokens
+        limit = self.max_batch_s / max(self.admission.meter.per_item, 1e-9)
+        while not queue.empty() and size < self.max_batch:
+            job = queue._queue[0]  # type: ignore[attr-defined]
+            if not job.future.done() and tokens + job.tokens > limit:
+                break
+            queue.get_nowait()
+            jobs.append(job)
+            size += len(job.requests)
+            tokens += job.tokens
+        live = []
+        for job in jobs:
+            if job.future.done():  # its caller gave up: drop the work
+                self.admission.remove(job.tokens)
+            else:
+                live.append(job)
+        return live
+
+    async def _run(self, queue: asyncio.Queue[_Job]) -> None:
         while True:
-            items = [await queue.get()]
-            size = len(items[0][0])
-            while not queue.empty() and size < self.max_batch:
-                item = queue.get_nowait()
-                items.append(item)
-                size += len(item[0])
-            items = [i for i in items if not i[1].done()]  # callers that gave up
-            if not items:
+            jobs = self._take(queue, await queue.get())
+            if not jobs:
                 continue
-            flat = [r for reqs, _ in items for r in reqs]
+            flat = [r for job in jobs for r in job.requests]
+            stage = getattr(self.compressor, "stage", None)
+            if isinstance(stage, FirstStage):  # others waiting: no second stage this time
+                stage.busy = not queue.empty()
+            tokens = sum(job.tokens for job in jobs)
             self.batches += 1
+            self.running += 1
+            start = time.perf_counter()
             try:
                 results = await asyncio.to_thread(self.compressor.compress_batch, flat)
                 texts = [list(r.texts) for r in results]
                 if len(texts) != len(flat):
                     raise CtxzipError("compressor returned the wrong number of results")
             except Exception as exc:
-                for _, future in items:
-                    if not future.done():
-                        future.set_exception(exc)
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
                 continue
+            finally:
+                self.running -= 1
+                self.admission.remove(tokens)
+            self.admission.record(tokens, time.perf_counter() - start)
             pos = 0
-            for reqs, future in items:
-                if not future.done():
-                    future.set_result(texts[pos : pos + len(reqs)])
-                pos += len(reqs)
+            for job in jobs:
+                mine = texts[pos : pos + len(job.requests)]
+                pos += len(job.requests)
+                if job.on_result is not None:
+                    job.on_result(mine)
+                if not job.future.done():
+                    job.future.set_result(mine)
 
     async def close(self) -> None:
         if self.worker is not None:
@@ -110,40 +162,71 @@ class Batcher:
 
 
 class CompressionService:
-    """Owns the compressors, their batchers and the result cache for one app."""
+    """Owns the compressors, their batchers and the result cache for one app.
+
+    The cache is bounded in bytes (`cache_bytes`) as well as entries (`cache_size`).
+    `latency_budget_s` bounds what compression may add to a request: the admission
+    check skips work that would not finish within it, and a request waits at most
+    min(`timeout_s`, `latency_budget_s`) for its result (None: only `timeout_s`).
+    """
 
     def __init__(self, *, method: str, options: dict[str, Any], tokenizer: str,
                  policy: MessagePolicy, timeout_s: float, cache_size: int = 4096,
-                 max_batch: int = 32, cache: KeyValueStore | None = None) -> None:  # fmt: skip
+                 max_batch: int = 32, cache: KeyValueStore | None = None,
+                 cache_bytes: int = 64 * 1024 * 1024,
+                 latency_budget_s: float | None = None) -> None:  # fmt: skip
         self.method = method
         self.options = options
         self.tokenizer_name = tokenizer
         self.policy = policy
         self.timeout_s = timeout_s
+        self.latency_budget_s = latency_budget_s
         self.cache_size = cache_size
+        self.cache_bytes = cache_bytes
         self.max_batch = max_batch
         self._batchers: dict[str, Batcher] = {}
         # compressed texts as JSON by key; shared by replicas when it is Redis (proxy.state)
-        self._cache = cache if cache is not None else MemoryStore(max_items=cache_size)
+        self._cache = cache if cache is not None else memory_cache(cache_size, cache_bytes)
         self._writes: set[asyncio.Future[bool]] = set()
         self._tokenizer = get_tokenizer(tokenizer)
+        self.lag = LoopLag()
+
+    @property
+    def deadline_s(self) -> float:
+        if self.latency_budget_s is None:
+            return self.timeout_s
+        return min(self.timeout_s, self.latency_budget_s)
 
     def compressor(self, method: str) -> Batcher:
         """The batcher for `method`, loading the compressor on first use."""
         if method not in self._batchers:
-            options = dict(self.options) if method == self.method else {}
+            options = dict(PROXY_DEFAULTS.get(method, {}))
+            if options.get("first_stage") == "static":  # MiniLM on survivors: half the budget
+                options["second_stage_s"] = 0.5 * self.deadline_s
+            if method == self.method:
+                options.update(self.options)
             compressor = get_compressor(method, tokenizer=self.tokenizer_name, **options)
-            self._batchers[method] = Batcher(compressor, self.max_batch)
+            max_batch_s = 0.3 * self.deadline_s
+            self._batchers[method] = Batcher(compressor, self.max_batch, max_batch_s, self.lag)
         return self._batchers[method]
 
     def warm(self) -> None:
-        """Load the default compressor and run it once (readiness)."""
+        """Load the default compressor, run it on a realistic sample and measure its cost
+        per token (readiness: the first real request pays no warm-up)."""
         batcher = self.compressor(self.method)
-        batcher.compressor.compress(
-            ["ctxzip warm-up. The proxy is loading its compressor."],
-            query="warm-up",
-            budget=None,
+        sample = " ".join(
+            f"Warm-up sentence {i}: the proxy measures how long its compressor takes "
+            f"for {i * 13} tokens of retrieved context in room {i}."
+            for i in range(60)
         )
+        request = CompressionRequest(contexts=(sample,), query="Which room holds 390 tokens?",
+                                     budget=Budget(rate=0.33))  # fmt: skip
+        tokens = self.count(sample)
+        batcher.compressor.compress_batch([request])  # loads models, builds graphs
+        start = time.perf_counter()
+        batcher.compressor.compress_batch([request])
+        seconds = time.perf_counter() - start
+        batcher.admission.meter.per_item = seconds / max(tokens, 1)
 
     def count(self, text: str) -> int:
         return self._tokenizer.count(text)
@@ -155,11 +238,26 @@ class CompressionService:
             h.update(b"\x00")
         return h.hexdigest()
 
+    def _oversized(self, request: CompressionRequest) -> bool:
+        """One word longer than the whole budget: no method can keep it and stay in
+        budget, and dropping it whole would lose it silently."""
+        total = sum(len(c) for c in request.contexts)
+        rate = request.budget.rate if request.budget.rate is not None else 1.0
+        limit = max(1, int(total * rate / 8))  # chars: far below any token count of it
+        for context in request.contexts:
+            if len(context) <= limit:
+                continue
+            for match in _LONG_WORD.finditer(context):
+                if len(match.group()) > limit:
+                    return True
+        return False
+
     async def compress(self, body: dict[str, Any], protocol: Protocol, *, method: str | None = None,
                        rate: float | None = None, large: bool = False) -> Outcome:  # fmt: skip
         """Compress `body` or raise CompressionFailed (the caller decides fail-open)."""
         method = method or self.method
         start = time.perf_counter()
+        self.lag.start()
         try:
             if method in self._batchers:
                 batcher = self._batchers[method]
@@ -167,12 +265,17 @@ class CompressionService:
                 batcher = await asyncio.to_thread(self.compressor, method)
         except CtxzipError as exc:
             raise CompressionFailed("compression_error", str(exc)) from exc
-        if large:  # deep copy and token counting of a big body: off the event loop
-            plan = await asyncio.to_thread(
-                plan_request, body, protocol, self.policy, self.count, rate
-            )
-        else:
-            plan = plan_request(body, protocol, self.policy, self.count, rate=rate)
+        try:
+            if large:  # deep copy and token counting of a big body: off the event loop
+                plan = await asyncio.to_thread(
+                    plan_request, body, protocol, self.policy, self.count, rate
+                )
+            else:
+                plan = plan_request(body, protocol, self.policy, self.count, rate=rate)
+        except (UnicodeError, ValueError) as exc:  # lone surrogates cannot be tokenised
+            raise CompressionFailed(
+                "invalid_text", f"text the tokenizer cannot read ({type(exc).__name__})"
+            ) from None
         requests = plan.requests()
         tokens_in = plan.tokens_in
         if not requests:
@@ -180,50 +283,68 @@ class CompressionService:
                            time.perf_counter() - start, reason="nothing to compress")  # fmt: skip
         keys = [self._key(method, r) for r in requests]
         texts = [_decode(v) for v in await self._cache.get_many(keys)]
+        notes: list[str] = []
+        for i, request in enumerate(requests):
+            if texts[i] is None and self._oversized(request):
+                texts[i] = list(request.contexts)  # passed through, and said so
+                notes.append("oversized_word")
         missing = [i for i, t in enumerate(texts) if t is None]
         if missing:
-            job = asyncio.ensure_future(batcher.submit([requests[i] for i in missing]))
+            work = [plan.active[i].tokens for i in missing]
             try:
-                fresh = await asyncio.wait_for(asyncio.shield(job), self.timeout_s)
+                batcher.admission.check(sum(work), self.latency_budget_s)
+            except Overloaded as exc:
+                raise CompressionFailed("overloaded", str(exc)) from None
+            pending = [requests[i] for i in missing]
+
+            def keep(results: list[list[str]]) -> None:
+                for i, new in zip(missing, results, strict=True):
+                    self._store(keys[i], requests[i], new)
+
+            deadline = self.deadline_s - (time.perf_counter() - start)
+            try:
+                fresh = await asyncio.wait_for(batcher.submit(pending, sum(work), keep),
+                                               max(deadline, 0.001))  # fmt: skip
             except TimeoutError:
-                # this request goes uncompressed; the work still finishes and is kept, so a
-                # retry or the next turn of the same conversation gets the compressed text
-                job.add_done_callback(lambda j: self._keep(j, missing, requests, keys))
+                # cancelled: if its batch has not started, the work is dropped; if it has,
+                # the result still lands in the cache for the next turn
                 raise CompressionFailed(
-                    "compression_timeout", f"compression took over {self.timeout_s:g}s"
+                    "compression_timeout", f"compression took over {self.deadline_s:g}s"
                 ) from None
             except Exception as exc:
                 raise CompressionFailed(
                     "compression_error", f"{type(exc).__name__}: {exc}"
                 ) from exc
             for i, new in zip(missing, fresh, strict=True):
-                texts[i] = self._store(keys[i], requests[i], new)
+                if _emptied(new, requests[i]):
+                    # a method may drop everything it finds irrelevant; a chat message must
+                    # not arrive empty, so it goes as it was (and that is not "applied")
+                    texts[i] = list(requests[i].contexts)
+                    notes.append("emptied")
+                else:
+                    texts[i] = new
             await asyncio.gather(*self._writes)  # stored before the answer: replicas see it
         final = [t for t in texts if t is not None]
+        changed = [list(t) != list(r.contexts) for t, r in zip(final, requests, strict=True)]
+        reason = ",".join(sorted(set(notes))) or None
+        if not any(changed):
+            return Outcome(None, "unchanged", method, tokens_in, tokens_in,
+                           time.perf_counter() - start,
+                           reason=reason or "nothing removed")  # fmt: skip
         out_body = plan.apply(final)
         compressed_tokens = sum(self.count(t) for unit in final for t in unit)
         active_in = sum(u.tokens for u in plan.active)
         tokens_out = tokens_in - active_in + compressed_tokens
         return Outcome(out_body, "applied", method, tokens_in, tokens_out,
-                       time.perf_counter() - start, extra={"messages": len(requests)})  # fmt: skip
+                       time.perf_counter() - start, reason=reason,
+                       extra={"messages": len(requests)})  # fmt: skip
 
-    def _store(self, key: str, request: CompressionRequest, texts: list[str]) -> list[str]:
-        if not any(t.strip() for t in texts):
-            # a method may drop everything it finds irrelevant; a chat message must not
-            # arrive empty, so such a message goes as it was
-            texts = list(request.contexts)
-        self._remember(key, texts)
-        return texts
-
-    def _keep(self, job: asyncio.Future[list[list[str]]], missing: list[int],
-              requests: list[CompressionRequest], keys: list[str]) -> None:  # fmt: skip
-        if job.cancelled() or job.exception() is not None:
-            return
-        for i, new in zip(missing, job.result(), strict=True):
-            self._store(keys[i], requests[i], new)
+    def _store(self, key: str, request: CompressionRequest, texts: list[str]) -> None:
+        if not _emptied(texts, request):  # an emptied message is not worth remembering
+            self._remember(key, texts)
 
     def _remember(self, key: str, texts: list[str]) -> None:
-        if self.cache_size <= 0:
+        if self.cache_size <= 0 or self.cache_bytes <= 0:
             return
         value = json.dumps(texts).encode("ascii")  # ASCII escapes keep lone surrogates
         write = asyncio.ensure_future(self._cache.set(key, value))
@@ -231,10 +352,16 @@ class CompressionService:
         write.add_done_callback(self._writes.discard)
 
     async def close(self) -> None:
+        await self.lag.close()
         for batcher in self._batchers.values():
             await batcher.close()
         await asyncio.gather(*self._writes, return_exceptions=True)
         await self._cache.close()
+
+
+def memory_cache(max_items: int, max_bytes: int) -> MemoryStore:
+    """The in-process result cache: bounded in bytes; one entry over a quarter is not kept."""
+    return MemoryStore(max_items=max_items, max_bytes=max_bytes, max_value_bytes=max_bytes // 4)
 
 
 def _decode(value: bytes | None) -> list[str] | None:
@@ -248,3 +375,14 @@ def _decode(value: bytes | None) -> list[str] | None:
     if isinstance(texts, list) and all(isinstance(t, str) for t in texts):
         return texts
     return None
+
+
+# what the proxy changes in a method's defaults (the configured options still win):
+# extractive scores with static embeddings first, and MiniLM re-scores the survivors only
+# while that fits half the latency budget and nothing else is waiting
+PROXY_DEFAULTS: dict[str, dict[str, Any]] = {"extractive": {"first_stage": "static"}}
+_LONG_WORD = regex.compile(r"\S{64,}")
+
+
+def _emptied(texts: list[str], request: CompressionRequest) -> bool:
+    return not any(t.strip() for t in texts) and any(c.strip() for c in request.contexts)

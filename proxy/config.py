@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from ctxzip.compressors.images.fitting import MODES, Mode
 from ctxzip.errors import CtxzipError
 from ctxzip.middleware.messages import MessagePolicy, RateRange
+from ctxzip.middleware.tool_results import ToolResultPolicy
 from ctxzip.proxy.state import StateConfig
 
 try:
@@ -56,6 +57,13 @@ class ServerConfig:
     log_level: str = "info"
     # request headers that may travel upstream (lower case); everything else is dropped
     forward_headers: list[str] = field(default_factory=lambda: list(DEFAULT_FORWARD_HEADERS))
+    # X-Forwarded-For / -Proto are believed only when on, and only from these addresses
+    proxy_headers: bool = False
+    forwarded_allow_ips: list[str] = field(default_factory=list)
+    header_timeout_s: float = 10.0  # request line + headers must arrive within this
+    body_timeout_s: float = 60.0  # the whole request body must arrive within this
+    idle_timeout_s: float = 5.0  # a keep-alive connection idle this long is closed
+    max_connections: int = 1024  # open connections past this are closed at once
 
 
 @dataclass
@@ -78,6 +86,7 @@ class RoutesConfig:
     chat: str = "openai"
     messages: str = "anthropic"
     passthrough: str = "openai"
+    responses: str = "openai"  # /v1/responses (the local model does not serve it)
 
 
 @dataclass
@@ -93,8 +102,13 @@ class CompressionConfig:
     parts: list[str] = field(default_factory=lambda: ["text"])
     tags: list[str] = field(default_factory=list)
     timeout_s: float = 10.0
+    # the most compression may add to a request: work estimated to take longer is not
+    # queued (the request goes uncompressed at once, reason=overloaded), and a request
+    # waits at most min(timeout_s, latency_budget_s) for its result; null: timeout_s only
+    latency_budget_s: float | None = 1.0
     on_error: str = "fail_open"  # or "fail_closed"
     cache_size: int = 4096
+    cache_bytes: int = 64 * 1024 * 1024  # the result cache's bound in bytes (about)
     max_batch: int = 32
 
     def policy(self) -> MessagePolicy:
@@ -109,6 +123,31 @@ class CompressionConfig:
 
 
 @dataclass
+class ToolResultsConfig:
+    """Tool-result compression (docs/tool-results.md); `enabled = false` turns it off."""
+
+    enabled: bool = True
+    min_tokens: int = 400  # results with fewer tokens pass through
+    rate: float = 0.3  # kept fraction of a compressed result
+    include: list[str] = field(default_factory=list)  # tool-name globs; empty: every tool
+    exclude: list[str] = field(default_factory=list)  # tool-name globs never compressed
+    prose_method: str = ""  # text method for prose results; "": compression.method
+    timeout_s: float = 10.0
+    cache_size: int = 2048  # compressed results remembered (repeated history is free)
+    store_path: str = ":memory:"  # SQLite file for omitted originals
+    store_ttl_s: float = 86400.0
+    store_max_bytes: int = 256 * 1024 * 1024
+    expand_tool: bool = False  # add `ctxzip_expand` to requests that declare tools
+    expand_rounds: int = 2  # most rounds the proxy answers `ctxzip_expand` itself
+
+    def policy(self) -> ToolResultPolicy:
+        return ToolResultPolicy(
+            enabled=self.enabled, min_tokens=self.min_tokens, rate=self.rate,
+            include=tuple(self.include), exclude=tuple(self.exclude),
+        )  # fmt: skip
+
+
+@dataclass
 class OverridesConfig:
     """Per-request headers clients may use: subset of disable, rate, method."""
 
@@ -119,6 +158,9 @@ class OverridesConfig:
 @dataclass
 class LimitsConfig:
     max_body_bytes: int = 32 * 1024 * 1024
+    # a non-streaming upstream reply is read whole (up to this) before it is relayed, so a
+    # reply the upstream breaks off becomes a 502, never a 200 with half a JSON document
+    max_response_buffer_bytes: int = 64 * 1024 * 1024
     max_json_depth: int = 64
 
 
@@ -190,6 +232,7 @@ class ProxyConfig:
     routes: RoutesConfig = field(default_factory=RoutesConfig)
     models: dict[str, str] = field(default_factory=dict)  # model glob -> upstream name
     compression: CompressionConfig = field(default_factory=CompressionConfig)
+    tool_results: ToolResultsConfig = field(default_factory=ToolResultsConfig)
     overrides: OverridesConfig = field(default_factory=OverridesConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
@@ -209,6 +252,18 @@ class ProxyConfig:
             raise ConfigError("compression.on_error must be 'fail_open' or 'fail_closed'")
         if self.compression.timeout_s <= 0:
             raise ConfigError("compression.timeout_s must be > 0")
+        budget = self.compression.latency_budget_s
+        if budget is not None and budget <= 0:
+            raise ConfigError("compression.latency_budget_s must be > 0 (or null)")
+        try:
+            self.tool_results.policy()
+        except ValueError as exc:
+            raise ConfigError(f"tool_results: {exc}") from None
+        t = self.tool_results
+        if t.timeout_s <= 0 or t.store_ttl_s <= 0 or t.store_max_bytes <= 0:
+            raise ConfigError("tool_results: timeout_s, store_ttl_s, store_max_bytes must be > 0")
+        if not 1 <= t.expand_rounds <= 8:
+            raise ConfigError("tool_results.expand_rounds must be between 1 and 8")
         bad = set(self.overrides.allow) - set(OVERRIDES)
         if bad:
             raise ConfigError(f"overrides.allow: unknown {sorted(bad)} (allowed: {OVERRIDES})")
@@ -235,6 +290,12 @@ class ProxyConfig:
             raise ConfigError(str(exc)) from None
         if self.timeouts.retries < 0 or self.timeouts.retries > 10:
             raise ConfigError("timeouts.retries must be between 0 and 10")
+        s = self.server
+        for name in ("header_timeout_s", "body_timeout_s", "idle_timeout_s"):
+            if getattr(s, name) <= 0:
+                raise ConfigError(f"server.{name} must be > 0")
+        if s.max_connections < 1:
+            raise ConfigError("server.max_connections must be >= 1")
         self.server.forward_headers = [h.lower() for h in self.server.forward_headers]
         for h in ("host", "content-length", "transfer-encoding", "connection"):
             if h in self.server.forward_headers:

@@ -1,4 +1,5 @@
-"""Request handlers: chat (OpenAI and Anthropic), /v1/compress, pass-through, health, metrics."""
+"""Request handlers: chat (OpenAI and Anthropic), Responses, /v1/compress, pass-through,
+originals, health, metrics."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ import logging
 import time
 from typing import Any
 
+import aiohttp
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ctxzip.errors import CtxzipError
+from ctxzip.middleware.agent_items import AgentProtocol
+from ctxzip.proxy import expand
+from ctxzip.proxy.admission import ClientGone, unless_disconnected
 from ctxzip.proxy.compression import CompressionFailed, CompressionService, Outcome
 from ctxzip.proxy.config import ProxyConfig
 from ctxzip.proxy.errors import Protocol, ProxyError, error_body, protocol_for_path
@@ -22,10 +27,13 @@ from ctxzip.proxy.metrics import Metrics
 from ctxzip.proxy.soft_tokens import SoftTokens
 from ctxzip.proxy.state import open_state
 from ctxzip.proxy.streaming import Relay
+from ctxzip.proxy.tool_results import ToolOutcome, ToolResultService
 from ctxzip.proxy.upstream import Target, Upstreams, join_url, response_headers, safe_subpath
 
 log = logging.getLogger("ctxzip.proxy")
+Reply = Response | Relay  # what a route answers: a plain response or a relayed stream
 _TRUE = {"1", "true", "yes", "on"}
+_FAIL_CLOSED_STATUS = {"compression_timeout": 504, "overloaded": 503, "invalid_text": 400}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
@@ -40,9 +48,13 @@ class State:
         self.service = CompressionService(
             method=c.method, options=c.options, tokenizer=c.tokenizer, policy=policy,
             timeout_s=c.timeout_s, cache_size=c.cache_size, max_batch=c.max_batch,
-            cache=open_state(config.state, "compression", max_items=c.cache_size),
+            cache=open_state(config.state, "compression", max_items=c.cache_size,
+                             max_bytes=c.cache_bytes),
+            latency_budget_s=c.latency_budget_s,
         )  # fmt: skip
         self.images = config.images
+        self.tools = ToolResultService(config.tool_results, tokenizer=c.tokenizer,
+                                       text_method=c.method, text_options=c.options)  # fmt: skip
         self.upstreams = Upstreams(config)
         self.local = LocalModel(config.local.model, config.local.device, config.local.max_tokens)
         self.soft = SoftTokens(self.local, policy, method=c.method, options=c.options,
@@ -72,11 +84,15 @@ class State:
         await self.service.close()
         await self.upstreams.close()
         await asyncio.to_thread(self.recorder.close)
+        self.tools.close()
 
 
 def error_response(protocol: Protocol, error: ProxyError) -> Response:
     body = error_body(protocol, error.status, error.message, error.code, error.param)
-    return Response(body, status_code=error.status, media_type="application/json")
+    response = Response(body, status_code=error.status, media_type="application/json")
+    if error.status in (408, 413):  # the rest of the body is never read: close the link
+        response.headers["connection"] = "close"
+    return response
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -167,6 +183,23 @@ def validate_chat(data: dict[str, Any], protocol: Protocol) -> None:
             raise _bad("'system' must be a string or an array", "system")
 
 
+def validate_responses(data: dict[str, Any]) -> None:
+    """Top-level shape checks of a Responses request (the upstream checks the rest)."""
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad("'model' is required and must be a non-empty string", "model")
+    value = data.get("input")
+    if value is not None and not isinstance(value, (str, list)):
+        raise _bad("'input' must be a string or an array", "input")
+    for i, item in enumerate(value if isinstance(value, list) else []):
+        if not isinstance(item, dict):
+            raise _bad(f"input[{i}] must be an object", f"input[{i}]")
+    if "stream" in data and not isinstance(data["stream"], bool):
+        raise _bad("'stream' must be a boolean", "stream")
+    if data.get("instructions") is not None and not isinstance(data["instructions"], str):
+        raise _bad("'instructions' must be a string", "instructions")
+
+
 def parse_overrides(request: Request, config: ProxyConfig) -> tuple[bool, float | None, str | None]:
     """(disable, rate, method) from X-Ctxzip-* headers, refused when not allowed."""
     allow = set(config.overrides.allow)
@@ -210,11 +243,23 @@ class Handlers:
 
     # ---- compression -------------------------------------------------------------------
 
-    async def _compress(self, data: dict[str, Any], protocol: Protocol, route: str,
+    async def _compress(self, data: dict[str, Any], protocol: AgentProtocol, route: str,
                         overrides: tuple[bool, float | None, str | None],
-                        size: int = 0, local: bool = False) -> Outcome:  # fmt: skip
+                        size: int = 0, local: bool = False,
+                        request: Request | None = None) -> Outcome:  # fmt: skip
         """Compress per the config and headers; `local`: the embedded model will answer, so
-        soft-token methods (xrag) may run (a remote upstream takes text only)."""
+        soft-token methods (xrag) may run (a remote upstream takes text only). Every
+        outcome that leaves the body as it was is counted by its reason."""
+        outcome = await self._compress_once(data, protocol, overrides, size, local, request)
+        if outcome.status != "applied":
+            self.metrics.uncompressed.labels(reason=outcome.reason or outcome.status).inc()
+        if outcome.failure is None and outcome.status != "disabled":
+            self.metrics.tokens(route, outcome.tokens_in, outcome.tokens_out)
+        return outcome
+
+    async def _compress_once(self, data: dict[str, Any], protocol: AgentProtocol,
+                             overrides: tuple[bool, float | None, str | None], size: int,
+                             local: bool, request: Request | None) -> Outcome:  # fmt: skip
         disable, rate, method = overrides
         c = self.config.compression
         if not c.enabled or disable:
@@ -222,18 +267,32 @@ class Handlers:
         soft = local and self.state.soft.handles(method or c.method)
         service = self.state.soft if soft else self.state.service
         try:
-            outcome = await service.compress(
+            work = service.compress(
                 data, protocol, method=method, rate=rate, large=size > 256 * 1024
             )
+            if request is None:
+                outcome = await work
+            else:  # a client that leaves takes its compression work with it
+                outcome = await unless_disconnected(request.receive, work)
         except CompressionFailed as exc:
             self.metrics.fail(exc.kind)
-            log.warning("compression failed (%s): %s", exc.kind, exc)
+            if exc.kind == "overloaded":
+                log.debug("compression skipped: %s", exc)
+            else:
+                log.warning("compression failed (%s): %s", exc.kind, exc)
             if c.on_error == "fail_closed":
-                status = 504 if exc.kind == "compression_timeout" else 500
+                status = _FAIL_CLOSED_STATUS.get(exc.kind, 500)
                 raise ProxyError(status, f"compression failed: {exc}", exc.kind) from None
             return Outcome(None, "skipped", method or c.method, reason=exc.kind, failure=exc.kind)
         self.metrics.compression_seconds.labels(method=outcome.method).observe(outcome.seconds)
-        self.metrics.tokens(route, outcome.tokens_in, outcome.tokens_out)
+        return outcome
+
+    async def _tool_results(self, data: dict[str, Any], protocol: AgentProtocol,
+                            overrides: tuple[bool, float | None, str | None]) -> ToolOutcome:  # fmt: skip
+        """Compress tool results per the tool-result policy (fail-open), with metrics."""
+        disabled = overrides[0] or not self.config.compression.enabled
+        outcome = await self.state.tools.apply(data, protocol, disabled)
+        self.metrics.tool_results(protocol, outcome.by_type, outcome.skipped)
         return outcome
 
     async def _fit_images(self, data: dict[str, Any], protocol: Protocol,
@@ -283,32 +342,50 @@ class Handlers:
 
     # ---- routes ------------------------------------------------------------------------
 
-    async def openai_chat(self, request: Request) -> Response | Relay:
+    async def openai_chat(self, request: Request) -> Reply:
         return await self._chat(request, "openai", "chat")
 
-    async def anthropic_messages(self, request: Request) -> Response | Relay:
+    async def anthropic_messages(self, request: Request) -> Reply:
         return await self._chat(request, "anthropic", "messages")
 
-    async def _chat(self, request: Request, protocol: Protocol, route: str) -> Response | Relay:
+    async def openai_responses(self, request: Request) -> Reply:
+        return await self._chat(request, "openai", "responses", "responses")
+
+    async def _chat(self, request: Request, protocol: Protocol, route: str,
+                    agent: AgentProtocol | None = None) -> Reply:  # fmt: skip
+        """Chat, messages and responses: check, compress tool results and then messages,
+        forward (or answer locally). `agent` names the body's format (default: `protocol`)."""
         start = time.perf_counter()
         path = request.url.path
+        kind: AgentProtocol = agent or protocol
         try:
             overrides = parse_overrides(request, self.config)
             raw = await read_body(request, self.config.limits.max_body_bytes)
             data = parse_json(raw, self.config.limits.max_json_depth)
-            validate_chat(data, protocol)
+            if kind == "responses":
+                validate_responses(data)
+            else:
+                validate_chat(data, protocol)
             size = len(raw)
-            images = await self._fit_images(data, protocol, route)
+            images = None if kind == "responses" else await self._fit_images(data, protocol, route)
             if images is not None and images.body is not None:
                 data, raw = images.body, b""  # re-encoded below
+            tools = await self._tool_results(data, kind, overrides)
+            if tools.body is not None:
+                data, raw = tools.body, b""
             target = self.state.upstreams.pick(route, data.get("model"))
-            outcome = await self._compress(data, protocol, route, overrides, size, target is None)
+            if target is None and kind == "responses":
+                raise ProxyError(404, "no upstream is configured for /v1/responses "
+                                 "(routes.responses); the local model does not serve it",
+                                 "not_found")  # fmt: skip
+            outcome = await self._compress(data, kind, route, overrides, size, target is None,
+                                           request)  # fmt: skip
             self.state.recorder.begin(route, protocol, data, outcome)
             if not raw and outcome.body is None:
                 outcome.body = data
             body = self._encode(outcome, raw)
             stream = bool(data.get("stream"))
-            extra = self.ctx_headers(outcome) + self.image_headers(images)
+            extra = self.ctx_headers(outcome) + tools.headers() + self.image_headers(images)
             if target is None:
                 forwarded = outcome.body if outcome.body is not None else data
                 soft = outcome.extra.get("soft") if outcome.body is not None else None
@@ -316,36 +393,73 @@ class Handlers:
             headers = self.state.upstreams.headers(request.headers, target, protocol)
             headers["content-type"] = "application/json"
             url = join_url(target.upstream.url, safe_subpath(path))
+            forwarded = outcome.body if outcome.body is not None else data
+            if (self.config.tool_results.expand_tool and not overrides[0]
+                    and expand.declares_tools(forwarded)):  # fmt: skip
+                return await self._expanding(url, headers, forwarded, kind, protocol, route,
+                                             extra, start)  # fmt: skip
             return await self._forward("POST", url, headers, body, protocol, route, extra, start,
                                        target)  # fmt: skip
         except ProxyError as exc:
             return self._error(protocol, exc, route, start)
+        except ClientGone:
+            self.metrics.fail("client_disconnect")
+            self.metrics.uncompressed.labels(reason="client_disconnect").inc()
+            return Response(status_code=499)  # nobody is listening
 
     async def compress(self, request: Request) -> Response:
-        """Return the compressed request body without forwarding it."""
+        """Return the compressed request body without forwarding it.
+
+        ``?protocol=openai|anthropic|responses``; without it, ``anthropic-version`` means
+        Anthropic and a body with ``input`` but no ``messages`` means Responses."""
         start = time.perf_counter()
         param = request.query_params.get("protocol")
         if param is None:
             param = "anthropic" if "anthropic-version" in request.headers else "openai"
+            guess = True
+        else:
+            guess = False
         protocol: Protocol = "anthropic" if param == "anthropic" else "openai"
         try:
-            if param not in ("openai", "anthropic"):
-                raise _bad("protocol must be 'openai' or 'anthropic'", "protocol")
+            if param not in ("openai", "anthropic", "responses"):
+                raise _bad("protocol must be 'openai', 'anthropic' or 'responses'", "protocol")
             overrides = parse_overrides(request, self.config)
             raw = await read_body(request, self.config.limits.max_body_bytes)
             data = parse_json(raw, self.config.limits.max_json_depth)
-            validate_chat(data, protocol)
-            outcome = await self._compress(data, protocol, "compress", overrides, len(raw))
+            if guess and protocol == "openai" and "input" in data and "messages" not in data:
+                param = "responses"
+            kind: AgentProtocol = "responses" if param == "responses" else protocol
+            if kind == "responses":
+                validate_responses(data)
+            else:
+                validate_chat(data, protocol)
+            tools = await self._tool_results(data, kind, overrides)
+            if tools.body is not None:
+                data, raw = tools.body, b""
+            outcome = await self._compress(data, kind, "compress", overrides, len(raw))
+            if not raw and outcome.body is None:
+                outcome.body = data
             body = self._encode(outcome, raw)
         except ProxyError as exc:
             return self._error(protocol, exc, "compress", start)
         self.metrics.requests.labels(route="compress", status="200").inc()
         response = Response(body, media_type="application/json")
-        for k, v in self.ctx_headers(outcome):
+        for k, v in self.ctx_headers(outcome) + tools.headers():
             response.headers[k.decode()] = v.decode()
         return response
 
-    async def passthrough(self, request: Request) -> Response | Relay:
+    async def original(self, request: Request) -> Response:
+        """``GET /v1/ctxzip/originals/{key}``: what a compression marker left out."""
+        key = request.path_params.get("key", "")
+        text = await asyncio.to_thread(self.state.tools.store.get, key)
+        if text is None:
+            error = ProxyError(404, f"no original stored under key {key!r} (unknown or expired)",
+                               "not_found")  # fmt: skip
+            return self._error("openai", error, "originals", time.perf_counter())
+        self.metrics.requests.labels(route="originals", status="200").inc()
+        return Response(text, media_type="text/plain; charset=utf-8")
+
+    async def passthrough(self, request: Request) -> Reply:
         start = time.perf_counter()
         path = request.url.path
         protocol = protocol_for_path(path, request.headers)
@@ -377,9 +491,73 @@ class Handlers:
 
     # ---- forwarding --------------------------------------------------------------------
 
+    async def _expanding(self, url: str, headers: dict[str, str], data: dict[str, Any],
+                         kind: AgentProtocol, protocol: Protocol, route: str,
+                         extra: list[tuple[bytes, bytes]], start: float) -> Response:  # fmt: skip
+        """Forward with the `ctxzip_expand` tool and answer its calls here (see proxy.expand)."""
+        headers = {**headers, "accept-encoding": "identity"}  # answers are parsed here
+        stream = bool(data.get("stream"))
+        body = expand.with_tool(data, kind)
+        rounds = self.config.tool_results.expand_rounds
+        answered = 0
+        for n in range(rounds + 1):
+            if n == rounds:
+                body = expand.final_round(body, kind)
+            raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            sent = time.perf_counter()
+            try:
+                upstream = await self.state.upstreams.send("POST", url, headers, raw)
+            except ProxyError as exc:
+                self.metrics.fail(exc.code if exc.code.startswith("upstream_") else
+                                  "upstream_connect")  # fmt: skip
+                raise
+            try:
+                content = await upstream.read()
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                self.metrics.fail("upstream_stream")
+                raise ProxyError(502, "the upstream answer broke off", "upstream_stream") from exc
+            finally:
+                upstream.release()
+            self.metrics.upstream_seconds.labels(route=route).observe(time.perf_counter() - sent)
+            status = upstream.status
+            if status != 200:
+                break
+            try:
+                if "text/event-stream" in upstream.headers.get("content-type", ""):
+                    answer = expand.assemble(content, kind)
+                else:
+                    answer = json.loads(content)
+            except ValueError:
+                break
+            found, others = expand.calls(answer, kind)
+            if not found or n == rounds:
+                break
+            if others:  # the client's tools too: the client gets the answer minus our calls
+                if not stream:
+                    content = json.dumps(expand.strip_calls(answer, kind)).encode("utf-8")
+                break
+            store = self.state.tools.store
+            results = {}
+            for call in found:
+                text = await asyncio.to_thread(store.get, call.key)
+                results[call.id] = text if text is not None else (
+                    f"no original is stored under key {call.key!r} (unknown or expired)")  # fmt: skip
+            answered += len(found)
+            self.metrics.expand_calls.inc(len(found))
+            body = expand.next_body(body, answer, kind, results)
+        hop = {b"content-length", b"transfer-encoding", b"content-encoding"}
+        out = [(k, v) for k, v in response_headers(upstream) if k not in hop]
+        out += [*extra, (b"x-ctxzip-expand-calls", str(answered).encode())]
+        self.metrics.requests.labels(route=route, status=str(status)).inc()
+        log.info("%s expand -> %d after %d expand calls (%.1fms)", route, status, answered,
+                 (time.perf_counter() - start) * 1000)  # fmt: skip
+        response = Response(content, status_code=status)
+        response.raw_headers = [*out, (b"content-length", str(len(content)).encode())]
+        return response
+
     async def _forward(self, method: str, url: str, headers: dict[str, str], body: bytes | None,
                        protocol: Protocol, route: str, extra: list[tuple[bytes, bytes]],
-                       start: float, target: Target) -> Response | Relay:  # fmt: skip
+                       start: float, target: Target) -> Reply:  # fmt: skip
         sent = time.perf_counter()
         try:
             upstream = await self.state.upstreams.send(method, url, headers, body)
@@ -397,23 +575,25 @@ class Handlers:
                 tap.finish(result)
             if result != "ok":
                 metrics.fail(result)
-            metrics.requests.labels(route=route, status=str(status)).inc()
-            log.info("%s %s -> %s %d %s %.1fms", method, route, target.name, status, result,
-                     (time.perf_counter() - start) * 1000)  # fmt: skip
+            metrics.requests.labels(route=route, status=str(relay.status)).inc()
+            log.info("%s %s -> %s %d %s %.1fms", method, route, target.name, relay.status,
+                     result, (time.perf_counter() - start) * 1000)  # fmt: skip
 
         async def aclose() -> None:
             upstream.close()  # read to the end: already back in the pool; else the link is cut
 
         chunks = upstream.content.iter_any()
-        return Relay(status, response_headers(upstream) + extra,
-                     tap.wrap(chunks) if tap else chunks, protocol=protocol,
-                     is_sse="text/event-stream" in content_type,
-                     aclose=aclose, on_close=on_close)  # fmt: skip
+        relay = Relay(status, response_headers(upstream) + extra,
+                      tap.wrap(chunks) if tap else chunks, protocol=protocol,
+                      is_sse="text/event-stream" in content_type,
+                      aclose=aclose, on_close=on_close, expect_end=route in ("chat", "messages"),
+                      buffer_limit=self.config.limits.max_response_buffer_bytes)  # fmt: skip
+        return relay
 
     async def _local(
         self, data: dict[str, Any], protocol: Protocol, stream: bool,
         extra: list[tuple[bytes, bytes]], route: str, start: float, soft: Any = None,
-    ) -> Response | Relay:  # fmt: skip
+    ) -> Reply:  # fmt: skip
         """Answer with the embedded model (`soft`: xrag vectors for its placeholders)."""
         local = self.state.local
         check_params(data)
@@ -429,7 +609,7 @@ class Handlers:
                        (b"cache-control", b"no-cache"), *extra]  # fmt: skip
             chunks = local.stream(data, protocol, soft)
             return Relay(200, headers, chunks, protocol=protocol, is_sse=True,
-                         aclose=chunks.aclose, on_close=on_close)  # fmt: skip
+                         aclose=chunks.aclose, on_close=on_close, expect_end=True)  # fmt: skip
         try:
             answer = await local.complete(data, protocol, soft)
         except ProxyError:

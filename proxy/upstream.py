@@ -93,7 +93,13 @@ class Upstreams:
         return Target(name, upstream) if upstream else None
 
     def headers(self, incoming: Mapping[str, str], target: Target, protocol: str) -> dict[str, str]:
-        """Allow-listed request headers, with the server-side key when one is configured."""
+        """Allow-listed request headers, with the server-side key when one is configured.
+
+        With no server key, only the credential header of the upstream's protocol goes:
+        ``authorization`` to OpenAI-shaped upstreams, ``x-api-key`` to Anthropic (whose
+        OAuth clients send ``authorization: Bearer`` and no x-api-key: that one then goes).
+        A key meant for one provider never reaches the other.
+        """
         allow = set(self.config.server.forward_headers)
         out = {k: v for k, v in incoming.items() if k.lower() in allow and k not in HOP_BY_HOP}
         out = {k.lower(): v for k, v in out.items()}
@@ -106,6 +112,11 @@ class Upstreams:
                 out["x-api-key"] = key
             else:
                 out["authorization"] = f"Bearer {key}"
+        elif protocol == "anthropic":
+            if "x-api-key" in out:
+                out.pop("authorization", None)
+        else:
+            out.pop("x-api-key", None)
         return out
 
     async def send(self, method: str, url: str, headers: dict[str, str],

@@ -156,7 +156,7 @@ def _identity(chunk: bytes) -> list[bytes]:
     return [chunk]
 
 
-def _decoder(encoding: str) -> Decoder | None:
+def decoder(encoding: str) -> Decoder | None:
     """A chunk decoder for a Content-Encoding, or None when it cannot be read."""
     encoding = encoding.strip().lower()
     if encoding in ("", "identity"):
@@ -192,7 +192,7 @@ class UsageTap:
     def __init__(self, kind: UsageKind, is_sse: bool, encoding: str = "") -> None:
         self.kind = kind
         self.is_sse = is_sse
-        self._decode = _decoder(encoding)
+        self._decode = decoder(encoding)
         self._buf = bytearray()
         self._scanned = 0
         self._skipping = False  # inside an over-long event: drop until its end

@@ -25,7 +25,13 @@ import numpy as np
 from ctxzip.errors import InputError
 from ctxzip.retrievers.base import BaseStore, Document
 from ctxzip.retrievers.docstore import DocStore
-from ctxzip.retrievers.embeddings import DEFAULT_MODEL, Embedder, SentenceTransformerEmbedder
+from ctxzip.retrievers.embeddings import (
+    DEFAULT_MODEL,
+    STATIC_PREFIX,
+    Embedder,
+    SentenceTransformerEmbedder,
+    StaticEmbedder,
+)
 from ctxzip.retrievers.errors import StoreCorruptError, StoreError, StoreMismatchError
 from ctxzip.retrievers.faiss_index import FaissIndex, IndexSpec, prepare
 from ctxzip.retrievers.filters import Condition
@@ -45,6 +51,8 @@ DOCSTORE_FILE = "docs.sqlite"
 
 
 def _embedder(model: str | Embedder | None, device: str, batch_size: int) -> Embedder:
+    if isinstance(model, str) and model.startswith(STATIC_PREFIX):
+        return StaticEmbedder(model[len(STATIC_PREFIX) :])
     if model is None or isinstance(model, str):
         return SentenceTransformerEmbedder(
             model or DEFAULT_MODEL, device=device, batch_size=batch_size

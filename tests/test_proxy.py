@@ -199,7 +199,10 @@ def test_anthropic_policy_keeps_protected_blocks_identical(proxy, upstream):
     assert sent["messages"][0] == req["messages"][0]  # at/before the cache breakpoint
     assert sent["messages"][1] == req["messages"][1]  # thinking + tool_use
     new, old = sent["messages"][2]["content"], req["messages"][2]["content"]
-    assert new[:2] == old[:2]  # tool_result and image
+    assert new[1] == old[1]  # the image
+    # the tool result: still paired with its call, compressed under the tool-result policy
+    assert new[0]["tool_use_id"] == "tu_1" and new[0]["type"] == "tool_result"
+    assert raw.headers["x-ctxzip-tool-results"] == "applied"
     assert new[2]["x_custom"] == 1 and len(new[2]["text"]) < len(old[2]["text"]) * 0.7
     got = upstream.last["headers"]
     assert "sk-ant-client-key" in (got.get("x-api-key"), got.get("authorization", "")[7:])

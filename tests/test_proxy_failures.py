@@ -126,7 +126,9 @@ def test_compressor_error_fail_closed_answers_in_protocol(upstream):
 
 
 def test_compressor_timeout_fails_open(upstream):
-    config = make_config(upstream.url, compression={"method": SLOW, "timeout_s": 0.2})
+    # no admission budget: the slow compressor is queued, and the deadline is what stops it
+    config = make_config(upstream.url, compression={"method": SLOW, "timeout_s": 0.2,
+                                                    "latency_budget_s": None})  # fmt: skip
     with run_proxy(config) as (url, _):
         start = time.perf_counter()
         r = chat(url)
@@ -288,7 +290,8 @@ def test_server_side_key_replaces_client_key_and_no_secret_is_logged(upstream, c
 
 def test_concurrent_requests_share_batched_compressor_calls(upstream):
     CountingCompressor.batches = []
-    config = make_config(upstream.url, compression={"method": COUNTING, "cache_size": 0})
+    config = make_config(upstream.url, compression={"method": COUNTING, "cache_size": 0,
+                                                    "latency_budget_s": None})  # fmt: skip
     with run_proxy(config) as (url, _):
         CountingCompressor.batches = []  # forget the warm-up call
         contents = [f"Request {i}. {LONG_CONTEXT}" for i in range(12)]

@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from ctxzip.proxy.app import build_app
 from ctxzip.proxy.config import load_config
+from ctxzip.proxy.server import uvicorn_config
 
 
 def free_port() -> int:
@@ -36,11 +37,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(app: Any, log_level: str = "warning") -> Iterator[str]:
-    """Run `app` on uvicorn in a thread; yield its base URL; stop it afterwards."""
+def serve(app: Any, log_level: str = "warning", proxy_config: Any = None) -> Iterator[str]:
+    """Run `app` on uvicorn in a thread; yield its base URL; stop it afterwards.
+
+    With `proxy_config`, uvicorn is set up as `ctxzip proxy` sets it up (guards,
+    forwarded-header trust, log level), on a free loopback port."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level=log_level,
-                            lifespan="on", timeout_graceful_shutdown=1)  # fmt: skip
+    if proxy_config is not None:
+        config = uvicorn_config(app, proxy_config, host="127.0.0.1", port=port,
+                                timeout_graceful_shutdown=1)  # fmt: skip
+    else:
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level=log_level,
+                                lifespan="on", timeout_graceful_shutdown=1)  # fmt: skip
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -202,6 +210,7 @@ class FakeUpstream:
 def make_config(upstream_url: str | None, **sections: Any) -> Any:
     """A proxy config pointing both routes at `upstream_url` (None: local model)."""
     overrides: dict[str, Any] = {
+        "server": {"log_level": "warning"},
         "compression": {"method": "truncate", "min_tokens": 40, "rate": 0.5},
         "timeouts": {"retries": 2, "backoff_s": 0.01},
         "ledger": {"path": str(Path(tempfile.mkdtemp(prefix="ctxzip-ledger-")) / "ledger.db")},
@@ -229,7 +238,7 @@ def running_upstream() -> Iterator[FakeUpstream]:
 def run_proxy(config: Any) -> Iterator[tuple[str, Any]]:
     """Start a proxy for `config`; yield (base URL, app state) once it is ready."""
     app = build_app(config)
-    with serve(app) as url:
+    with serve(app, proxy_config=config) as url:
         deadline = time.time() + 120
         while not app.state.ready and app.state.ready_error is None:
             if time.time() > deadline:

@@ -155,7 +155,9 @@ def test_responses_usage_streamed_and_not(billing):
     with client.responses.stream(model="gpt-4.1", instructions=SYSTEM, input=items) as stream:
         final = stream.get_final_response()
     a, b = rows(state, path, 2)
-    assert a.route == b.route == "passthrough" and a.compression == "none"
+    # /v1/responses is a compressing route: its rows carry the outcome like chat's do
+    assert a.route == b.route == "responses" and a.compression == b.compression == "applied"
+    assert a.tokens_after < a.tokens_before
     assert (a.input_tokens, a.output_tokens) == (response.usage.input_tokens, 5)
     assert b.stream == 1 and b.cache_read_tokens == final.usage.input_tokens_details.cached_tokens
     assert b.cache_read_tokens > 0 and b.model == "gpt-4.1"
