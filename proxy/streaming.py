@@ -33,6 +33,8 @@ _END = {
     # a stream is complete once it carried its protocol's last event (or an error event)
     "openai": regex.compile(rb"(?m)^data: ?(?:\[DONE\]\s*$|\{\s*\"error\")"),
     "anthropic": regex.compile(rb"(?m)^event: ?(?:message_stop|error)\s*$"),
+    # Gemini has no closing event: the last chunk carries a candidate's finishReason
+    "gemini": regex.compile(rb'(?m)"finishReason"|^data: ?\{\s*"error"'),
 }
 _BROKEN = "the upstream stream ended unexpectedly"
 _MALFORMED = "the upstream sent a reply that is not valid JSON"

@@ -20,7 +20,7 @@ import aiohttp
 import regex
 import yarl
 
-from ctxzip.proxy.config import ProxyConfig, UpstreamConfig
+from ctxzip.proxy.config import GEMINI_URL, ProxyConfig, UpstreamConfig
 from ctxzip.proxy.errors import ProxyError
 
 log = logging.getLogger("ctxzip.proxy")
@@ -83,7 +83,11 @@ class Upstreams:
         return self._session
 
     def pick(self, route: str, model: str | None) -> Target | None:
-        """The upstream for a route (chat/messages/passthrough) and model; None: local."""
+        """The upstream for a route (chat/messages/passthrough/responses/gemini) and model;
+        None: local. Gemini always has one (Google's API unless configured)."""
+        if route == "gemini":
+            name = self.config.routes.gemini
+            return Target(name, self.config.upstreams.get(name) or UpstreamConfig(GEMINI_URL))
         if model:
             for glob, name in self.config.models.items():
                 if fnmatch.fnmatchcase(model, glob):
@@ -108,7 +112,10 @@ class Upstreams:
         if key:
             out.pop("authorization", None)
             out.pop("x-api-key", None)
-            if protocol == "anthropic":
+            out.pop("x-goog-api-key", None)
+            if protocol == "gemini":
+                out["x-goog-api-key"] = key
+            elif protocol == "anthropic":
                 out["x-api-key"] = key
             else:
                 out["authorization"] = f"Bearer {key}"

@@ -1,6 +1,6 @@
 """A recording upstream that speaks the Gemini API wire format (in place of the paid API).
 
-Serves ``POST /v1beta/models/{model}:generateContent``, ``:streamGenerateContent``
+Serves ``POST /v1beta/models/{model}:generateContent`` (and the same under ``/v1``), ``:streamGenerateContent``
 (``?alt=sse``: ``data: {...}`` events, CRLF-separated as Google sends them) and
 ``:countTokens``, records every request (path, query, headers, raw bytes, JSON), and
 answers with ``usageMetadata`` including ``cachedContentTokenCount`` when the request
@@ -15,7 +15,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from test_proxy_fakes import FakeUpstream
+from test_responses_fakes import ResponsesUpstream
 
 PROMPT_TOKENS = 40
 CACHED_TOKENS = 16
@@ -43,18 +43,18 @@ def answer(text: str, body: dict[str, Any], model: str, final: bool = True) -> d
             "modelVersion": model, "responseId": "resp-gemini-1"}  # fmt: skip
 
 
-class GeminiUpstream(FakeUpstream):
-    """FakeUpstream (OpenAI + Anthropic) plus the Gemini routes under ``/v1beta``."""
+class GeminiUpstream(ResponsesUpstream):
+    """ResponsesUpstream (OpenAI chat, Responses, Anthropic) plus the Gemini routes."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.app.router.routes.insert(
-            0, Route("/v1beta/models/{target}", self.gemini, methods=["POST"])
-        )
+        for version in ("v1beta", "v1"):  # google-genai 3.x speaks v1 unless told otherwise
+            route = Route(f"/{version}/models/{{target}}", self.gemini, methods=["POST"])
+            self.app.router.routes.insert(0, route)
 
     @property
     def gemini_requests(self) -> list[dict[str, Any]]:
-        return [r for r in self.requests if r["path"].startswith("/v1beta/")]
+        return [r for r in self.requests if ":" in r["path"]]
 
     async def gemini(self, request: Request) -> Response:
         entry = await self._record(request)

@@ -23,9 +23,7 @@ import mcp_types as types
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 
-PNG = (
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
-)
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 RECORD_SCHEMA = {
     "type": "object",
     "properties": {
@@ -37,7 +35,10 @@ RECORD_SCHEMA = {
 }  # fmt: skip
 INVENTORY_SCHEMA = {
     "type": "object",
-    "properties": {"items": {"type": "array", "items": RECORD_SCHEMA}, "total": {"type": "integer"}},
+    "properties": {
+        "items": {"type": "array", "items": RECORD_SCHEMA},
+        "total": {"type": "integer"},
+    },
     "required": ["items", "total"],
 }
 
