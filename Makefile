@@ -41,7 +41,7 @@ TYPECHECK ?= build/typecheck
 typecheck: $(STAMP)
 	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/ctxzip
 	for f in ctxzip/*.py ctxzip/py.typed; do ln -s $(CURDIR)/$$f $(TYPECHECK)/ctxzip/; done
-	for d in compressors middleware retrievers proxy evals plugins; do ln -s $(CURDIR)/$$d $(TYPECHECK)/ctxzip/$$d; done
+	for d in compressors middleware retrievers proxy evals plugins mcp_proxy; do ln -s $(CURDIR)/$$d $(TYPECHECK)/ctxzip/$$d; done
 	cd $(TYPECHECK) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p ctxzip
 
 pytest: $(STAMP) system-deps

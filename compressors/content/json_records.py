@@ -48,7 +48,7 @@ def _skip_ws(text: str, pos: int) -> int:
     return pos
 
 
-def _members(text: str, start: int) -> tuple[list[Member], int]:
+def members(text: str, start: int) -> tuple[list[Member], int]:
     """The members of the array or object opening at `start`, and the position after it."""
     close = "]" if text[start] == "[" else "}"
     out: list[Member] = []
@@ -111,14 +111,14 @@ class _Walker:
         """Visit the container `value` whose text opens at `start`."""
         if not isinstance(value, (list, dict)) or depth > 6:
             return
-        members, end = _members(self.text, start)
-        if len(members) >= MIN_RECORDS:
-            self.shrink(value, start, end, members)
+        found, end = members(self.text, start)
+        if len(found) >= MIN_RECORDS:
+            self.shrink(value, start, end, found)
             return
         items: list[Any] = list(value.values()) if isinstance(value, dict) else list(value)
-        if isinstance(value, dict) and len(items) != len(members):
+        if isinstance(value, dict) and len(items) != len(found):
             return  # duplicate keys: leave this object as it is
-        for item, (_, _p, s, e) in zip(items, members, strict=True):
+        for item, (_, _p, s, e) in zip(items, found, strict=True):
             if e - s >= SMALL:  # a small container cannot hold a long array
                 self.walk(item, s, depth + 1)
 
