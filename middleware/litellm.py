@@ -173,7 +173,7 @@ def _compression(kwargs: dict[str, Any]) -> Compression:
     return Compression(**settings)
 
 
-class Guardrail(CustomGuardrail):  # type: ignore[misc]
+class Guardrail(CustomGuardrail):
     """ctxzip as a LiteLLM guardrail (``mode: pre_call``): modifies the request, never blocks."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -188,7 +188,7 @@ class Guardrail(CustomGuardrail):  # type: ignore[misc]
         return self.compression.apply(data, str(call_type))
 
 
-class Callback(CustomLogger):  # type: ignore[misc]
+class Callback(CustomLogger):
     """ctxzip as a LiteLLM pre-call callback (``litellm_settings.callbacks``)."""
 
     def __init__(self, **kwargs: Any) -> None:

@@ -298,6 +298,8 @@ class Handlers:
     async def _fit_images(self, data: dict[str, Any], protocol: Protocol,
                           route: str) -> ImageBudgetOutcome | None:  # fmt: skip
         """Shrink images to the configured per-request image-token budget (fail-open)."""
+        if protocol == "gemini":  # Gemini's inlineData parts are never touched
+            return None
         try:
             out = await aapply_images(self.state.images, data, protocol)
         except (CtxzipError, OSError, ValueError) as exc:
