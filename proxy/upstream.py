@@ -101,8 +101,9 @@ class Upstreams:
 
         With no server key, only the credential header of the upstream's protocol goes:
         ``authorization`` to OpenAI-shaped upstreams, ``x-api-key`` to Anthropic (whose
-        OAuth clients send ``authorization: Bearer`` and no x-api-key: that one then goes).
-        A key meant for one provider never reaches the other.
+        OAuth clients send ``authorization: Bearer`` and no x-api-key: that one then goes),
+        ``x-goog-api-key`` (or ``authorization`` for OAuth) to Gemini. A key meant for one
+        provider never reaches the other.
         """
         allow = set(self.config.server.forward_headers)
         out = {k: v for k, v in incoming.items() if k.lower() in allow and k not in HOP_BY_HOP}
@@ -119,11 +120,17 @@ class Upstreams:
                 out["x-api-key"] = key
             else:
                 out["authorization"] = f"Bearer {key}"
+        elif protocol == "gemini":
+            out.pop("x-api-key", None)
+            if "x-goog-api-key" in out:
+                out.pop("authorization", None)
         elif protocol == "anthropic":
+            out.pop("x-goog-api-key", None)
             if "x-api-key" in out:
                 out.pop("authorization", None)
         else:
             out.pop("x-api-key", None)
+            out.pop("x-goog-api-key", None)
         return out
 
     async def send(self, method: str, url: str, headers: dict[str, str],

@@ -101,6 +101,7 @@ def test_generate_content_compresses_tool_results_and_keeps_the_rest(proxy, upst
     sent = upstream.last["json"]
     assert upstream.last["path"] == "/v1/models/gemini-3-pro:generateContent"  # SDK default
     assert upstream.last["headers"]["x-goog-api-key"] == "AIzaClientKey0123456789"
+    assert "authorization" not in upstream.last["headers"]
     # systemInstruction, tools, cachedContent and the signed functionCall part: as sent
     assert _frozen(sent) == _frozen(sent_plain)
     assert sent["contents"][1]["parts"][0]["thoughtSignature"] == sent_plain["contents"][1][
@@ -170,6 +171,16 @@ def test_server_key_replaces_the_clients(upstream):
     assert r.status_code == 200
     assert upstream.last["query"] == "alt=json"
     assert upstream.last["headers"]["x-goog-api-key"] == "AIzaServerKey000000000"
+
+
+def test_a_gemini_key_never_reaches_another_provider(proxy, upstream):
+    url, _, _ = proxy
+    r = httpx.post(f"{url}/v1/chat/completions", timeout=30,
+                   headers={"x-goog-api-key": "AIzaNotForOpenAI", "authorization": "Bearer sk-o"},
+                   json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+    assert r.status_code == 200
+    assert "x-goog-api-key" not in upstream.last["headers"]
+    assert upstream.last["headers"]["authorization"] == "Bearer sk-o"
 
 
 def test_bad_bodies_get_gemini_errors(proxy, upstream):

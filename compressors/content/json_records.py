@@ -4,7 +4,8 @@ The text is parsed once to check it is JSON, then walked over its own characters
 kept record is the very substring the tool produced (numbers, escapes and spacing
 included). Each long array keeps its first two and last record, records that look like
 errors, records whose shape (type, or set of keys) differs from the array's majority,
-and records matching the query, best first, while the budget lasts. The omitted
+the few records naming a rare query term (whatever their size), and other records
+matching the query, best first, while the budget lasts. The omitted
 records are named in-band by a final note element (for objects: a final member)::
 
     {"ctxzip_omitted": {"count": 120, "of": 200, "indices": "2-80,82-122", "key": "…"}}
@@ -141,6 +142,12 @@ class _Walker:
             must |= {i for i, sh in enumerate(shapes) if sh != top}
         must |= {i for i, (v, p) in enumerate(zip(values, pieces, strict=True)) if _alert(v, p)}
         scores = term_scores(pieces, self.terms)
+        # the few records that name a rare query term are what the question is about:
+        # kept even when one alone is larger than the budget (a package with its whole
+        # license text), as long as they are few
+        named = [i for i, score in enumerate(scores) if score >= 1.0]
+        if len(named) <= max(8, n // 4):
+            must |= set(named)
         budget = int(sum(len(p) for p in pieces) * self.rate)
         kept = select([len(p) for p in pieces], scores, must, budget)
         dropped = [i for i in range(n) if i not in kept]
