@@ -17,8 +17,7 @@ scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
 keys = st.sampled_from(["id", "name", "path", "size", "a b", 'q"x', "ü"])
 values = st.recursive(
     scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=6),
-                            st.dictionaries(keys, inner, max_size=5)),  # fmt: skip
+    lambda inner: st.one_of(st.lists(inner, max_size=6), st.dictionaries(keys, inner, max_size=5)),
     max_leaves=30,
 )
 record = st.fixed_dictionaries({"id": st.integers(0, 10**9), "name": st.text(max_size=8),
@@ -49,7 +48,10 @@ def test_numbers_and_escapes_keep_their_spelling():
     text = '[\n  {"id": 1.50, "v": 1e5, "s": "a\\u0041\\n"},\n  {"id": 2.0, "v": 2E-3, "s": "b"},\n' \
            '  {"id": 3, "v": -0.0, "s": "c"}\n]'  # fmt: skip
     out = compact(text)
-    assert out == '{"ctxzip_table":[["id","v","s"],[1.50,1e5,"a\\u0041\\n"],[2.0,2E-3,"b"],[3,-0.0,"c"]]}'
+    assert (
+        out
+        == '{"ctxzip_table":[["id","v","s"],[1.50,1e5,"a\\u0041\\n"],[2.0,2E-3,"b"],[3,-0.0,"c"]]}'
+    )
     assert minify('{ "a" : [ 1 , "x y" ] }') == '{"a":[1,"x y"]}'
 
 
