@@ -263,12 +263,15 @@ def main() -> None:
         "gemini": lambda r: r["removed"] >= 0.5 and r["needles"] >= 0.95,
         "litellm": lambda r: r["removed"] >= 0.5 and r["needles"] >= 0.95,
         "mcp lossless (json)": lambda r: r["removed"] >= 0.4 and _all(r["values_equal"]),
-        "mcp lossless (json + structuredContent)": lambda r: r["removed"] >= 0.4 and _all(
-            r["values_equal"]),
+        "mcp lossless (json + structuredContent)": lambda r: (
+            r["removed"] >= 0.4 and _all(r["values_equal"])
+        ),
         "mcp lossy": lambda r: r["removed"] >= 0.5 and _all(r.get("expand_identical", "0/0")),
     }
     print(f"\nrate {args.rate}; mcp floor {args.floor} tokens; tokens in {READER}'s tokenizer\n")
-    print("| surface | results | tokens in | tokens out | removed | needles kept | checks | target |")
+    print(
+        "| surface | results | tokens in | tokens out | removed | needles kept | checks | target |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         if isinstance(r, str):

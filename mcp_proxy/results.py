@@ -89,8 +89,11 @@ def _same_json(text: str, structured: Any) -> bool:
         return False
     if value == structured:
         return True
-    return isinstance(structured, dict) and list(structured) == ["result"] and bool(
-        value == structured["result"])
+    return (
+        isinstance(structured, dict)
+        and list(structured) == ["result"]
+        and bool(value == structured["result"])
+    )
 
 
 def query_of(arguments: Mapping[str, Any] | None) -> str | None:
