@@ -11,7 +11,6 @@ import contextlib
 import copy
 import json
 import os
-import socket
 import subprocess
 import textwrap
 import time
@@ -22,21 +21,15 @@ import anthropic
 import httpx
 import openai
 import pytest
-from gemini_fakes import GeminiUpstream
+from gemini_fakes import running_gemini_upstream
 from google import genai
 from google.genai import types
 from litellm_venv import build
-from test_proxy_fakes import LONG_CONTEXT, serve
+from test_proxy_fakes import LONG_CONTEXT, free_port, stop
 from test_responses_fakes import build_log, package_json
 
 MASTER = "sk-litellm-master-0123"
 QUESTION = " Which version of needle-lib is installed?"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +42,7 @@ def venv_python() -> Path:
 
 @pytest.fixture(scope="module")
 def upstream():
-    fake = GeminiUpstream()
-    with serve(fake.app) as url:
-        fake.url = url
+    with running_gemini_upstream() as fake:
         yield fake
 
 
@@ -99,7 +90,7 @@ def litellm_proxy(python: Path, upstream_url: str, hook: str, tmp: Path) -> Iter
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "config.yaml").write_text(config_yaml(upstream_url, hook))
     (tmp / "ctxzip_hooks.py").write_text(HOOKS)
-    port = _port()
+    port = free_port()
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}  # fmt: skip
@@ -125,12 +116,7 @@ def litellm_proxy(python: Path, upstream_url: str, hook: str, tmp: Path) -> Iter
             time.sleep(0.5)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        stop(process, 15)
         log.close()
 
 
@@ -188,10 +174,9 @@ def test_bypass_header_leaves_the_request_alone(litellm, upstream):
     assert sent[3]["content"] == package_json() and sent[1]["content"] == LONG_CONTEXT + QUESTION
 
 
+@pytest.mark.parametrize("litellm", ["guardrail"], indirect=True)  # one hook is enough here
 def test_cache_control_prefix_stays_as_sent(litellm, upstream):
-    hook, url, _ = litellm
-    if hook != "guardrail":
-        pytest.skip("the Anthropic route is checked once")
+    _, url, _ = litellm
     blocks = [{"type": "text", "text": LONG_CONTEXT, "cache_control": {"type": "ephemeral"}}]
     messages = [
         {"role": "user", "content": [{"type": "text", "text": LONG_CONTEXT + QUESTION}]},
@@ -217,10 +202,9 @@ def test_cache_control_prefix_stays_as_sent(litellm, upstream):
         '"cache_control"')  # fmt: skip
 
 
+@pytest.mark.parametrize("litellm", ["guardrail"], indirect=True)  # one hook is enough here
 def test_responses_function_call_output_compressed(litellm, upstream):
-    hook, url, _ = litellm
-    if hook != "guardrail":
-        pytest.skip("the Responses route is checked once")
+    _, url, _ = litellm
     client = openai.OpenAI(base_url=url + "/v1", api_key=MASTER, max_retries=0)
     items = [
         {"role": "user", "content": [{"type": "input_text", "text": LONG_CONTEXT + QUESTION}]},
@@ -234,10 +218,9 @@ def test_responses_function_call_output_compressed(litellm, upstream):
     assert len(output) < len(package_json()) / 2 and "needle-lib" in output
 
 
+@pytest.mark.parametrize("litellm", ["guardrail"], indirect=True)  # one hook is enough here
 def test_gemini_function_response_compressed(litellm, upstream):
-    hook, url, _ = litellm
-    if hook != "guardrail":
-        pytest.skip("the Gemini route is checked once")
+    _, url, _ = litellm
     rows = json.loads(package_json())
     c = genai.Client(api_key=MASTER, http_options=types.HttpOptions(
         base_url=url, api_version="v1beta", timeout=60_000))  # fmt: skip

@@ -17,6 +17,7 @@ import anyio
 import jsonschema
 import pytest
 from mcp import Client, StdioServerParameters
+from test_proxy_fakes import free_port, stop
 
 from ctxzip.compressors.content.json_compact import expand_tables
 from ctxzip.tokens import count_tokens
@@ -157,14 +158,8 @@ async def test_include_and_exclude_per_tool():
         assert text_of(await client.call_tool("packages", {"count": 60})) == packages
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_streamable_http_listen_and_url():
-    port = _port()
+    port = free_port()
     server = subprocess.Popen([*WRAPPER, "--lossless-only", "--listen", f"127.0.0.1:{port}",
                                "--", *SERVER], stdin=subprocess.DEVNULL)  # fmt: skip
     try:
@@ -186,9 +181,4 @@ async def test_streamable_http_listen_and_url():
             result = await client.call_tool("packages", {"count": 30})
             assert "ctxzip_table" in text_of(result)
     finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(5)
+        stop(server)

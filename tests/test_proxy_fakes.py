@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -28,6 +29,16 @@ from starlette.routing import Route
 from ctxzip.proxy.app import build_app
 from ctxzip.proxy.config import load_config
 from ctxzip.proxy.server import uvicorn_config
+
+
+def stop(process: subprocess.Popen[Any], grace_s: float = 10.0) -> None:
+    """End a child process the test started: terminate, then kill if it lingers."""
+    process.terminate()
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
 
 
 def free_port() -> int:

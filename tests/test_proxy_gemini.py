@@ -10,11 +10,11 @@ import time
 
 import httpx
 import pytest
-from gemini_fakes import CACHED_TOKENS, GeminiUpstream
+from gemini_fakes import CACHED_TOKENS, running_gemini_upstream
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
-from test_proxy_fakes import LONG_CONTEXT, make_config, run_proxy, serve
+from test_proxy_fakes import LONG_CONTEXT, make_config, run_proxy
 from test_responses_fakes import build_log
 
 from ctxzip.proxy.ledger import Ledger
@@ -31,9 +31,7 @@ def records(n: int = 120) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def upstream():
-    fake = GeminiUpstream()
-    with serve(fake.app) as url:
-        fake.url = url
+    with running_gemini_upstream() as fake:
         yield fake
 
 
