@@ -173,12 +173,16 @@ def _compression(kwargs: dict[str, Any]) -> Compression:
     return Compression(**settings)
 
 
-class Guardrail(CustomGuardrail):
-    """ctxzip as a LiteLLM guardrail (``mode: pre_call``): modifies the request, never blocks."""
+class _Compressing:
+    """Takes ctxzip's settings out of the constructor keywords; LiteLLM gets the rest."""
 
     def __init__(self, **kwargs: Any) -> None:
         self.compression = _compression(kwargs)
         super().__init__(**kwargs)
+
+
+class Guardrail(_Compressing, CustomGuardrail):
+    """ctxzip as a LiteLLM guardrail (``mode: pre_call``): modifies the request, never blocks."""
 
     async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: dict[str, Any],
                                   call_type: str) -> dict[str, Any]:  # fmt: skip
@@ -188,12 +192,8 @@ class Guardrail(CustomGuardrail):
         return self.compression.apply(data, str(call_type))
 
 
-class Callback(CustomLogger):
+class Callback(_Compressing, CustomLogger):
     """ctxzip as a LiteLLM pre-call callback (``litellm_settings.callbacks``)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        self.compression = _compression(kwargs)
-        super().__init__(**kwargs)
 
     async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: dict[str, Any],
                                   call_type: str) -> dict[str, Any]:  # fmt: skip

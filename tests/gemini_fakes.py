@@ -9,15 +9,12 @@ names a ``cachedContent``. A model named ``error-429`` answers Google's error sh
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from test_proxy_fakes import serve
 from test_responses_fakes import ResponsesUpstream
 
 PROMPT_TOKENS = 40
@@ -85,12 +82,3 @@ class GeminiUpstream(ResponsesUpstream):
             return JSONResponse(chunks)
         events = [f"data: {json.dumps(c)}\r\n\r\n".encode() for c in chunks]
         return StreamingResponse(self._events(model, events), media_type="text/event-stream")
-
-
-@contextlib.contextmanager
-def running_gemini_upstream() -> Iterator[GeminiUpstream]:
-    """A `GeminiUpstream` served on loopback, its base URL in `.url`."""
-    fake = GeminiUpstream()
-    with serve(fake.app) as url:
-        fake.url = url
-        yield fake

@@ -21,11 +21,11 @@ import anthropic
 import httpx
 import openai
 import pytest
-from gemini_fakes import running_gemini_upstream
+from gemini_fakes import GeminiUpstream
 from google import genai
 from google.genai import types
 from litellm_venv import build
-from test_proxy_fakes import LONG_CONTEXT, free_port, stop
+from test_proxy_fakes import LONG_CONTEXT, free_port, running_upstream, stop
 from test_responses_fakes import build_log, package_json
 
 MASTER = "sk-litellm-master-0123"
@@ -42,7 +42,7 @@ def venv_python() -> Path:
 
 @pytest.fixture(scope="module")
 def upstream():
-    with running_gemini_upstream() as fake:
+    with running_upstream(GeminiUpstream) as fake:
         yield fake
 
 

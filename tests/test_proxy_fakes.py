@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -237,9 +237,10 @@ def make_config(upstream_url: str | None, **sections: Any) -> Any:
 
 
 @contextlib.contextmanager
-def running_upstream() -> Iterator[FakeUpstream]:
-    """A recording upstream served on loopback, its base URL in `.url`."""
-    fake = FakeUpstream()
+def running_upstream(kind: Callable[[], Any] | None = None) -> Iterator[Any]:
+    """A recording upstream (`kind`, default `FakeUpstream`) served on loopback, its base
+    URL in `.url`."""
+    fake = (kind or FakeUpstream)()
     with serve(fake.app) as url:
         fake.url = url
         yield fake

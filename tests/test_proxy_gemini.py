@@ -10,11 +10,11 @@ import time
 
 import httpx
 import pytest
-from gemini_fakes import CACHED_TOKENS, running_gemini_upstream
+from gemini_fakes import CACHED_TOKENS, GeminiUpstream
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
-from test_proxy_fakes import LONG_CONTEXT, make_config, run_proxy
+from test_proxy_fakes import LONG_CONTEXT, make_config, run_proxy, running_upstream
 from test_responses_fakes import build_log
 
 from ctxzip.proxy.ledger import Ledger
@@ -31,7 +31,7 @@ def records(n: int = 120) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def upstream():
-    with running_gemini_upstream() as fake:
+    with running_upstream(GeminiUpstream) as fake:
         yield fake
 
 

@@ -13,8 +13,8 @@ import json
 import anthropic
 import openai
 import pytest
-from gemini_fakes import running_gemini_upstream
-from test_proxy_fakes import LONG_CONTEXT, make_config, run_proxy
+from gemini_fakes import GeminiUpstream
+from test_proxy_fakes import LONG_CONTEXT, make_config, run_proxy, running_upstream
 from test_responses_fakes import build_log, package_json
 
 BETA = "context-management-2025-06-27"
@@ -32,7 +32,7 @@ ENCRYPTED = "gAAAAABn" + "x" * 200 + "=="
 
 @pytest.fixture(scope="module")
 def upstream():
-    with running_gemini_upstream() as fake:
+    with running_upstream(GeminiUpstream) as fake:
         yield fake
 
 
