@@ -31,6 +31,9 @@ from ctxzip.proxy.tool_results import ToolOutcome, ToolResultService
 from ctxzip.proxy.upstream import Target, Upstreams, join_url, response_headers, safe_subpath
 
 log = logging.getLogger("ctxzip.proxy")
+# routes whose replies must arrive whole: a cut stream ends with an error event, a cut or
+# malformed body becomes a 502 (proxy.streaming.Relay)
+COMPLETE_ROUTES = ("chat", "messages", "responses", "gemini")
 Reply = Response | Relay  # what a route answers: a plain response or a relayed stream
 _TRUE = {"1", "true", "yes", "on"}
 _FAIL_CLOSED_STATUS = {"compression_timeout": 504, "overloaded": 503, "invalid_text": 400}
@@ -642,8 +645,7 @@ class Handlers:
         relay = Relay(status, response_headers(upstream) + extra,
                       tap.wrap(chunks) if tap else chunks, protocol=protocol,
                       is_sse="text/event-stream" in content_type,
-                      aclose=aclose, on_close=on_close,
-                      expect_end=route in ("chat", "messages", "gemini"),
+                      aclose=aclose, on_close=on_close, expect_end=route in COMPLETE_ROUTES,
                       buffer_limit=self.config.limits.max_response_buffer_bytes)  # fmt: skip
         return relay
 

@@ -31,7 +31,11 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _END = {
     # a stream is complete once it carried its protocol's last event (or an error event)
-    "openai": regex.compile(rb"(?m)^data: ?(?:\[DONE\]\s*$|\{\s*\"error\")"),
+    # chat completions end with [DONE]; the Responses API with its terminal event
+    "openai": regex.compile(
+        rb"(?m)^(?:data: ?(?:\[DONE\]\s*$|\{\s*\"error\")"
+        rb"|event: ?(?:response\.(?:completed|failed|incomplete)|error)\s*$)"
+    ),
     "anthropic": regex.compile(rb"(?m)^event: ?(?:message_stop|error)\s*$"),
     # Gemini has no closing event: the last chunk carries a candidate's finishReason
     "gemini": regex.compile(rb'(?m)"finishReason"|^data: ?\{\s*"error"'),
@@ -96,7 +100,7 @@ class Relay:
     `on_close(outcome)` runs once at the end with ``"ok"``, ``"client_disconnect"`` or
     ``"upstream_stream"``; `aclose` (the upstream response's) runs in every case.
 
-    With `expect_end` (the chat routes), an event stream is relayed one whole event at
+    With `expect_end` (the chat, messages and responses routes), an event stream is relayed one whole event at
     a time and must end with its protocol's last event (``data: [DONE]``,
     ``event: message_stop``) or an error event; a stream that stops short, or breaks in
     the middle of an event, ends with a protocol error event instead of a half event,

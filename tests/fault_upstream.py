@@ -1,7 +1,7 @@
 """A raw HTTP/1.1 upstream that misbehaves at the socket level, for tests and the benchmark.
 
-It speaks OpenAI chat completions (``/v1/chat/completions``) and Anthropic messages
-(``/v1/messages``), streaming or not, and picks a fault from the model name
+It speaks OpenAI chat completions (``/v1/chat/completions``), the Responses API
+(``/v1/responses``) and Anthropic messages (``/v1/messages``), streaming or not, and picks a fault from the model name
 ``fault-<kind>``:
 
 - ``reset``: the connection is reset before any reply;
@@ -63,7 +63,42 @@ def _anthropic_events(model: str, n: int) -> list[bytes]:
     ]  # fmt: skip
 
 
+def _response(model: str, status: str, text: str) -> dict[str, object]:
+    output = [{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+               "content": [{"type": "output_text", "text": text, "annotations": []}]}]  # fmt: skip
+    return {"id": "resp_1", "object": "response", "created_at": 1, "status": status,
+            "model": model, "output": output if status == "completed" else [],
+            "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+            "usage": {"input_tokens": 12, "output_tokens": 10, "total_tokens": 22}}  # fmt: skip
+
+
+def _responses_events(model: str, n: int) -> list[bytes]:
+    def ev(kind: str, seq: int, data: dict[str, object]) -> bytes:
+        payload = {"type": kind, "sequence_number": seq, **data}
+        return f"event: {kind}\ndata: {json.dumps(payload)}\n\n".encode()
+
+    text = "".join(f"tok{i} " for i in range(n))
+    where = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
+    return [
+        ev("response.created", 0, {"response": _response(model, "in_progress", "")}),
+        *[ev("response.output_text.delta", i + 1, {**where, "delta": f"tok{i} "})
+          for i in range(n)],
+        ev("response.output_text.done", n + 1, {**where, "text": text}),
+        ev("response.completed", n + 2, {"response": _response(model, "completed", text)}),
+    ]  # fmt: skip
+
+
+def _events(path: str, model: str, n: int) -> list[bytes]:
+    if path.endswith("/messages"):
+        return _anthropic_events(model, n)
+    if path.endswith("/responses"):
+        return _responses_events(model, n)
+    return _openai_events(model, n)
+
+
 def _json_reply(path: str, model: str) -> bytes:
+    if path.endswith("/responses"):
+        return json.dumps(_response(model, "completed", "hello " * 40)).encode()
     if path.endswith("/messages"):
         body: dict[str, object] = {
             "id": "msg_1", "type": "message", "role": "assistant", "model": model,
@@ -145,9 +180,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                              b"content-length: %d\r\n\r\n" % len(payload) + payload)  # fmt: skip
                 await writer.drain()
                 continue
-            sse = (_anthropic_events if path.endswith("/messages") else _openai_events)(
-                model, events
-            )
+            sse = _events(path, model, events)
             if fault == "malformed":
                 sse[2] = b"data: {this is not json\n\n"
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"

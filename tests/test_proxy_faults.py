@@ -133,6 +133,25 @@ def test_broken_streams_raise_typed_errors_in_both_sdks(proxy, kind):
         assert stream.get_final_message().stop_reason == "end_turn"
 
 
+@pytest.mark.parametrize("kind", KINDS_STREAM)
+def test_broken_responses_streams_raise_typed_errors(proxy, kind):
+    url, _ = proxy
+    oa, _ = clients(url)
+    with pytest.raises(openai.APIError) as err:
+        for _ in oa.responses.create(model=f"fault-{kind}", input="hi", stream=True):
+            pass
+    assert "upstream" in str(err.value)
+    # a whole stream completes; a cut or malformed body is a 502, never half a JSON document
+    events = list(oa.responses.create(model="ok", input="hi", stream=True))
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.output_text.startswith("tok0 ")
+    for bad in ("cut", "malformed"):
+        with pytest.raises(openai.InternalServerError) as cut:
+            oa.responses.create(model=f"fault-{bad}", input="hi")
+        assert cut.value.status_code == 502
+    assert oa.responses.create(model="ok", input="hi").output_text.startswith("hello")
+
+
 def test_midevent_reset_never_sends_half_an_event(proxy):
     url, _ = proxy
     body = {"model": "fault-midevent", "stream": True,
