@@ -261,3 +261,15 @@ def test_usage_feeds_metrics_and_ledger(proxy, upstream):
     assert row.model == "gemini-3-pro" and row.has_usage == 1
     assert row.input_tokens == 40 and row.cache_read_tokens == CACHED_TOKENS
     assert row.output_tokens == 3
+
+
+def test_a_cut_stream_ends_with_a_gemini_error_event(proxy, upstream):
+    url, _, _ = proxy
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    r = httpx.post(f"{url}/v1beta/models/cut:streamGenerateContent?alt=sse", json=body,
+                   timeout=30)  # fmt: skip
+    assert r.status_code == 200
+    events = [e for e in r.text.replace("\r\n", "\n").split("\n\n") if e.strip()]
+    assert len(events) == 3  # two chunks, then the error
+    error = json.loads(events[-1].removeprefix("data: "))["error"]
+    assert error["status"] == "UNAVAILABLE" and error["code"] == 502
