@@ -10,6 +10,7 @@ import time
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from gemini_fakes import CACHED_TOKENS, GeminiUpstream
 from google import genai
 from google.genai import errors as genai_errors
@@ -17,7 +18,10 @@ from google.genai import types
 from test_proxy_fakes import LONG_CONTEXT, make_config, run_proxy, running_upstream
 from test_responses_fakes import build_log
 
+from ctxzip.cli import cli
+from ctxzip.proxy.config import GEMINI_URL, load_config
 from ctxzip.proxy.ledger import Ledger
+from ctxzip.proxy.upstream import Upstreams
 
 SIGNATURE = b"\x01opaque-thought-signature\xff" * 4
 
@@ -273,3 +277,19 @@ def test_a_cut_stream_ends_with_a_gemini_error_event(proxy, upstream):
     assert len(events) == 3  # two chunks, then the error
     error = json.loads(events[-1].removeprefix("data: "))["error"]
     assert error["status"] == "UNAVAILABLE" and error["code"] == 502
+
+
+def test_the_gemini_upstream_is_configurable_three_ways(tmp_path, monkeypatch):
+    default = load_config(None, environ={})
+    assert Upstreams(default).pick("gemini", "m").upstream.url == GEMINI_URL
+    path = tmp_path / "proxy.toml"
+    path.write_text('[upstreams.gemini]\nurl = "http://file:1/v1beta"\n')
+    assert load_config(path, environ={}).upstreams["gemini"].url == "http://file:1/v1beta"
+    env = {"CTXZIP_PROXY__UPSTREAMS__GEMINI__URL": "http://env:2/v1beta"}
+    config = load_config(path, environ=env)
+    assert Upstreams(config).pick("gemini", "m").upstream.url == "http://env:2/v1beta"
+    monkeypatch.setenv("CTXZIP_PROXY__UPSTREAMS__GEMINI__URL", "http://env:2/v1beta")
+    result = CliRunner().invoke(cli, ["proxy", "--config", str(path), "--gemini-upstream",
+                                      "http://flag:3/v1beta", "--print-config"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["upstreams"]["gemini"]["url"] == "http://flag:3/v1beta"
