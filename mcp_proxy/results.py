@@ -138,7 +138,7 @@ class ResultShrinker:
         blocks: list[Any] = []
         for block in content:
             text = block.get("text") if isinstance(block, dict) else None
-            if block.get("type") != "text" or not isinstance(text, str):
+            if not isinstance(text, str) or block.get("type") != "text":
                 blocks.append(block)
                 continue
             tokens = self.count(text)

@@ -44,7 +44,9 @@ def protocol_for_path(path: str, headers: object = ()) -> Protocol:
     client sends ``anthropic-version``; Gemini under /v1beta/; OpenAI otherwise (e.g.
     /v1/threads/x/messages)."""
     path = path.rstrip("/")
-    if path.startswith("/v1beta/") or (path.startswith("/v1/models/") and ":" in path):
+    if path.startswith("/v1beta/") or (
+        path.startswith(("/v1/models/", "/v1/tunedModels/")) and ":" in path
+    ):
         return "gemini"
     if path in ("/v1/messages", "/v1/complete") or path.startswith("/v1/messages/"):
         return "anthropic"

@@ -22,8 +22,8 @@ from ctxzip.proxy.errors import ProxyError
 PREFIXES = ("/v1beta", "/v1")
 COMPRESSED = frozenset({"generateContent", "streamGenerateContent"})
 _SAFE = regex.compile(r"/[A-Za-z0-9._~\-/]*(?::[A-Za-z]+)?")
-_MODEL = regex.compile(r"/(?:tuned)?models/([A-Za-z0-9._\-]+)(?::([A-Za-z]+))?")
-_V1_ACTION = regex.compile(r"/v1/(?:tuned)?models/[^/]+:[A-Za-z]+")
+_MODEL = regex.compile(r"/(?:models|tunedModels)/([A-Za-z0-9._\-]+)(?::([A-Za-z]+))?")
+_V1_ACTION = regex.compile(r"/v1/(?:models|tunedModels)/[^/]+:[A-Za-z]+")
 
 
 def is_gemini(path: str) -> bool:
