@@ -10,6 +10,8 @@ or behind ``ctxzip mcp-proxy``). Its tools answer the way common servers do:
 - ``build_log``: a long log with one error line; sends log and progress notifications;
 - ``broken``: an ``isError`` result; ``screenshot``: an image; ``readme``: an embedded
   resource; ``echo``: its arguments back.
+
+It also lists and serves one resource (``file:///notes.txt``).
 """
 
 from __future__ import annotations
@@ -143,7 +145,23 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
     return types.CallToolResult(content=[text(f"unknown tool {name}")], is_error=True)
 
 
-server: Server[Any] = Server("ctxzip-test-server", on_list_tools=list_tools, on_call_tool=call_tool)
+NOTES = types.Resource(uri="file:///notes.txt", name="notes", mime_type="text/plain")
+
+
+async def list_resources(ctx: Any, params: Any) -> types.ListResourcesResult:
+    return types.ListResourcesResult(resources=[NOTES])
+
+
+async def read_resource(
+    ctx: Any, params: types.ReadResourceRequestParams
+) -> types.ReadResourceResult:
+    text = "line one\nline two\n" * 50
+    return types.ReadResourceResult(contents=[types.TextResourceContents(
+        uri=str(params.uri), mime_type="text/plain", text=text)])  # fmt: skip
+
+
+server: Server[Any] = Server("ctxzip-test-server", on_list_tools=list_tools, on_call_tool=call_tool,
+                             on_list_resources=list_resources, on_read_resource=read_resource)  # fmt: skip
 
 
 async def main() -> None:

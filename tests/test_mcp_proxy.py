@@ -148,6 +148,15 @@ async def test_errors_images_resources_progress_and_logs_pass_through():
     assert progress == [(1.0, 2.0, "half way"), (2.0, 2.0, "done")]
 
 
+async def test_resources_pass_through():
+    async with connect(SERVER) as direct:
+        listed = (await direct.list_resources()).model_dump()
+        read = (await direct.read_resource("file:///notes.txt")).model_dump()
+    async with connect(wrapped("--floor", "50")) as client:
+        assert (await client.list_resources()).model_dump() == listed
+        assert (await client.read_resource("file:///notes.txt")).model_dump() == read
+
+
 async def test_include_and_exclude_per_tool():
     async with connect(SERVER) as direct:
         packages = text_of(await direct.call_tool("packages", {"count": 60}))
