@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.ctxzip-installed
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint typecheck pytest install clean system-deps
+.PHONY: demo test lint typecheck pytest install clean system-deps litellm-venv
 
 # redis-server (Debian package) for the shared-state tests; installed once, when missing
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -41,8 +41,13 @@ TYPECHECK ?= build/typecheck
 typecheck: $(STAMP)
 	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/ctxzip
 	for f in ctxzip/*.py ctxzip/py.typed; do ln -s $(CURDIR)/$$f $(TYPECHECK)/ctxzip/; done
-	for d in compressors middleware retrievers proxy evals plugins; do ln -s $(CURDIR)/$$d $(TYPECHECK)/ctxzip/$$d; done
+	for d in compressors middleware retrievers proxy evals plugins mcp_proxy; do ln -s $(CURDIR)/$$d $(TYPECHECK)/ctxzip/$$d; done
 	cd $(TYPECHECK) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p ctxzip
+
+# LiteLLM's proxy pins clash with the stack above: its own venv (build/litellm-venv) with
+# ctxzip installed into it; idempotent (tests/test_litellm_plugin.py builds it when missing)
+litellm-venv: $(STAMP)
+	$(BIN)/python tests/litellm_venv.py
 
 pytest: $(STAMP) system-deps
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -42,6 +42,11 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
         "Run the OpenAI/Anthropic-compatible proxy.",
         "proxy",
     ),
+    "mcp-proxy": (
+        "ctxzip.mcp_proxy.cli:mcp_proxy_command",
+        "Wrap an MCP server and shrink its tool results (lossless first).",
+        "mcp",
+    ),
     "savings": (
         "ctxzip.proxy.savings:savings_command",
         "What compression saved, priced at the provider's cache mix.",

@@ -1,10 +1,11 @@
 """Where agent traffic keeps its text: tool results and the guiding query, per protocol.
 
-Three wire formats carry tool results: OpenAI chat (``role: "tool"`` messages answering
+Four wire formats carry tool results: OpenAI chat (``role: "tool"`` messages answering
 an assistant's ``tool_calls``), Anthropic messages (``tool_result`` blocks answering
-``tool_use`` blocks) and the OpenAI Responses API (``function_call_output`` items
-answering ``function_call`` items of ``input``). This module only finds things; it
-never changes a body. The query for a tool result is the last user text *before the
+``tool_use`` blocks), the OpenAI Responses API (``function_call_output`` items
+answering ``function_call`` items of ``input``) and Gemini (``functionResponse`` parts
+answering ``functionCall`` parts; see `ctxzip.middleware.gemini_items`). This module only
+finds things; it never changes a body. The query for a tool result is the last user text *before the
 tool call*, so it depends on earlier messages only (prompt caches keep hitting).
 """
 
@@ -14,7 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-AgentProtocol = Literal["openai", "anthropic", "responses"]
+from ctxzip.middleware import gemini_items as gemini
+
+AgentProtocol = Literal["openai", "anthropic", "responses", "gemini"]
 RESPONSES_TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
 
 
@@ -41,7 +44,10 @@ class ToolSlot:
 
 
 def items(body: dict[str, Any], protocol: AgentProtocol) -> list[Any]:
-    """The conversation list: ``messages``, or the Responses ``input`` when it is a list."""
+    """The conversation list: ``messages``, the Responses ``input`` when it is a list, or
+    Gemini ``contents``."""
+    if protocol == "gemini":
+        return gemini.contents(body)
     key = "input" if protocol == "responses" else "messages"
     value = body.get(key)
     return value if isinstance(value, list) else []
@@ -72,6 +78,12 @@ def user_texts(body: dict[str, Any], protocol: AgentProtocol) -> list[tuple[int,
     if protocol == "responses" and isinstance(body.get("input"), str):
         return [(-1, body["input"])]
     out = []
+    if protocol == "gemini":
+        for i, turn in enumerate(gemini.contents(body)):
+            text = gemini.text_of(turn).strip() if gemini.role(turn) == "user" else ""
+            if text:
+                out.append((i, text))
+        return out
     for i, item in enumerate(items(body, protocol)):
         if is_message(item) and item.get("role") == "user":
             text = text_of(item.get("content")).strip()
@@ -132,8 +144,27 @@ def _string_slots(holder: Any, key: Any) -> Iterator[tuple[Any, Any]]:
                 yield part, "text"
 
 
+def _gemini_slots(body: dict[str, Any]) -> list[ToolSlot]:
+    """Strings and record arrays inside Gemini ``functionResponse.response`` objects; the
+    call is found by id, else as the last call of that name in an earlier turn."""
+    by_id, by_name = gemini.calls(body)
+    out: list[ToolSlot] = []
+    for i, j, response in gemini.function_responses(body):
+        name = response.get("name") if isinstance(response.get("name"), str) else None
+        call_index = -1
+        if isinstance(response.get("id"), str) and response["id"] in by_id:
+            call_index = by_id[response["id"]][0]
+        elif name is not None:
+            call_index = max((k for k in by_name.get(name, []) if k < i), default=-1)
+        for c, k in gemini.response_slots(response["response"]):
+            out.append(ToolSlot(i, j, c, k, name, call_index))
+    return out
+
+
 def tool_slots(body: dict[str, Any], protocol: AgentProtocol) -> list[ToolSlot]:
     """Every tool-result string in `body`, in conversation order."""
+    if protocol == "gemini":
+        return _gemini_slots(body)
     calls = _calls(body, protocol)
     out: list[ToolSlot] = []
     for i, item in enumerate(items(body, protocol)):

@@ -1,7 +1,7 @@
 """Which parts of a chat request may be compressed, and how to put the results back.
 
-A chat request (OpenAI chat completions, Anthropic messages or an OpenAI Responses
-``input``, as parsed JSON) is walked once to find *regions*: text inside allowed messages that a compressor may
+A chat request (OpenAI chat completions, Anthropic messages, an OpenAI Responses
+``input`` or Gemini ``contents``, as parsed JSON) is walked once to find *regions*: text inside allowed messages that a compressor may
 shorten. Everything else is left as the very same Python object, so system and
 developer prompts, tool definitions, tool calls and results, thinking blocks, images,
 unknown fields and every block at or before an Anthropic ``cache_control`` breakpoint
@@ -23,15 +23,16 @@ import regex
 
 from ctxzip.budget import Budget
 from ctxzip.compressor import Compressor
+from ctxzip.middleware import gemini_items as gemini
 from ctxzip.middleware.agent_items import is_message, items, query_before, user_texts
 from ctxzip.result import CompressionRequest, CompressionResult
 
-Protocol = Literal["openai", "anthropic", "responses"]
+Protocol = Literal["openai", "anthropic", "responses", "gemini"]
 NEVER_COMPRESSED_ROLES = frozenset({"system", "developer", "tool", "function"})
 COMPRESSIBLE_ROLES = frozenset({"user", "assistant"})
 PARTS = frozenset({"text", "document"})
 _TEXT_BLOCKS = {"openai": ("text",), "anthropic": ("text",),
-                "responses": ("input_text", "output_text")}  # fmt: skip
+                "responses": ("input_text", "output_text"), "gemini": ()}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,8 @@ def _text_slots(
 
     Blocks before `first_block` are left alone (they sit at or before a cache breakpoint).
     """
+    if protocol == "gemini":  # text parts only: no thought, no signature, no call
+        return [(p, "text") for p in gemini.text_parts(message)] if "text" in parts else []
     content = message.get("content")
     if isinstance(content, str):
         return [(message, "content")] if "text" in parts and first_block == 0 else []
@@ -275,12 +278,16 @@ def plan_request(
             texts.append((index, text))
     query = texts[-1][1] if texts else None
     for i, message in enumerate(messages):
-        if not is_message(message):
+        if protocol == "gemini":
+            role = gemini.role(message)
+        elif is_message(message):
+            role = message.get("role")
+        else:
             continue
-        role = message.get("role")
         if role not in policy.roles:
             continue
-        if message.get("tool_calls") or message.get("function_call"):
+        if (message.get("tool_calls") or message.get("function_call")
+                or any("functionCall" in p for p in gemini.parts(message))):  # fmt: skip
             skipped.append(f"message {i}: carries tool calls")
             continue
         if breakpoint_at is not None and i < breakpoint_at[0]:

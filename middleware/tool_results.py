@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ctxzip.budget import Budget
+from ctxzip.compressor import Compressor
 from ctxzip.middleware.agent_items import AgentProtocol, ToolSlot, query_before, tool_slots
 from ctxzip.middleware.agent_items import user_texts as _user_texts
 from ctxzip.result import CompressionRequest
@@ -162,3 +163,35 @@ def plan_tool_results(
         for unit in plan.units:
             unit.slot = fresh[position[id(unit.slot)]]
     return plan
+
+
+def compress_tool_results(
+    body: dict[str, Any],
+    protocol: AgentProtocol,
+    compressor: Compressor,
+    policy: ToolResultPolicy | None = None,
+    count: Callable[[str], int] | None = None,
+) -> tuple[dict[str, Any], dict[str, str], ToolPlan]:
+    """Compress a body's tool results in one call (library use; the proxy's service adds
+    caching, time limits and metrics). `compressor` is the ``content`` compressor.
+
+    Returns (the new body, marker key -> omitted original, the plan). A result whose
+    compression left nothing out keeps its text; `body` itself is never changed."""
+    policy = policy or ToolResultPolicy()
+    if count is None:
+        tokenizer = getattr(compressor, "tokenizer", None)
+        count = tokenizer.count if tokenizer is not None else (lambda s: len(s.split()))
+    plan = plan_tool_results(body, protocol, policy, count)
+    if not plan.units:
+        return body, {}, plan
+    results = compressor.compress_batch(plan.requests())
+    texts: list[str] = []
+    originals: dict[str, str] = {}
+    for unit, result in zip(plan.units, results, strict=True):
+        info = result.extra.get("contexts", [{}])[0]
+        if info.get("omitted", 0) > 0 and result.texts[0] != unit.slot.text:
+            texts.append(result.texts[0])
+            originals.update(info.get("originals") or {})
+        else:
+            texts.append(unit.slot.text)
+    return plan.apply(texts), originals, plan

@@ -175,6 +175,7 @@ def build_app(config: ProxyConfig) -> Any:
         Route("/v1/compress", h.compress, methods=["POST"]),
         Route("/v1/ctxzip/originals/{key}", h.original, methods=["GET"]),
         Route("/v1/{rest:path}", h.passthrough, methods=all_methods),
+        Route("/v1beta/{rest:path}", h.gemini, methods=all_methods),
         Route("/{rest:path}", not_found, methods=all_methods),
     ]
     app = Starlette(

@@ -23,6 +23,10 @@ from ctxzip.proxy.config import ConfigError, load_config
     help="API base for every route, e.g. https://api.openai.com/v1 "
     "(default: none, so the embedded local model answers).",
 )
+@click.option(
+    "--gemini-upstream",
+    help="Gemini API base, e.g. https://generativelanguage.googleapis.com/v1beta (the default).",
+)
 @click.option("--host", help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, help="Port to listen on (default 8787).")
 @click.option("--method", help="Compression method (see `ctxzip plugins`).")
@@ -32,9 +36,9 @@ from ctxzip.proxy.config import ConfigError, load_config
     is_flag=True,
     help="Print the effective configuration (secrets masked) and exit.",
 )
-def proxy_command(config_path: str | None, upstream: str | None, host: str | None,
-                  port: int | None, method: str | None, log_level: str | None,
-                  print_config: bool) -> None:  # fmt: skip
+def proxy_command(config_path: str | None, upstream: str | None, gemini_upstream: str | None,
+                  host: str | None, port: int | None, method: str | None,
+                  log_level: str | None, print_config: bool) -> None:  # fmt: skip
     """Run the OpenAI- and Anthropic-compatible proxy that compresses what it forwards.
 
     Settings come from --config, then CTXZIP_PROXY__<SECTION>__<KEY> environment
@@ -43,6 +47,8 @@ def proxy_command(config_path: str | None, upstream: str | None, host: str | Non
     overrides: dict[str, Any] = {}
     if upstream:
         overrides["upstreams"] = {"openai": {"url": upstream}, "anthropic": {"url": upstream}}
+    if gemini_upstream:
+        overrides.setdefault("upstreams", {})["gemini"] = {"url": gemini_upstream}
     server = {k: v for k, v in (("host", host), ("port", port), ("log_level", log_level)) if v}
     if server:
         overrides["server"] = server

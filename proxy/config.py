@@ -43,7 +43,11 @@ DEFAULT_FORWARD_HEADERS = (
     "accept-encoding",
     "user-agent",
     "idempotency-key",
+    "x-goog-api-key",  # Gemini's key header
+    "x-goog-api-client",
 )
+GEMINI_URL = "https://generativelanguage.googleapis.com/v1beta"
+"""Where Gemini requests go when no upstream named `gemini` is configured."""
 
 
 class ConfigError(CtxzipError):
@@ -87,6 +91,7 @@ class RoutesConfig:
     messages: str = "anthropic"
     passthrough: str = "openai"
     responses: str = "openai"  # /v1/responses (the local model does not serve it)
+    gemini: str = "gemini"  # /v1beta/models/...; default upstream: GEMINI_URL
 
 
 @dataclass

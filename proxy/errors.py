@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-Protocol = Literal["openai", "anthropic"]
+Protocol = Literal["openai", "anthropic", "gemini"]
+GEMINI_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+                 404: "NOT_FOUND", 405: "INVALID_ARGUMENT", 413: "INVALID_ARGUMENT",
+                 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 502: "UNAVAILABLE",
+                 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}  # fmt: skip
 
 # HTTP status -> (OpenAI error type, Anthropic error type)
 _TYPES = {
@@ -37,8 +41,13 @@ class ProxyError(Exception):
 
 def protocol_for_path(path: str, headers: object = ()) -> Protocol:
     """Anthropic for its paths (/v1/messages, /v1/messages/count_tokens, ...) or when the
-    client sends ``anthropic-version``; OpenAI otherwise (e.g. /v1/threads/x/messages)."""
+    client sends ``anthropic-version``; Gemini under /v1beta/; OpenAI otherwise (e.g.
+    /v1/threads/x/messages)."""
     path = path.rstrip("/")
+    if path.startswith("/v1beta/") or (
+        path.startswith(("/v1/models/", "/v1/tunedModels/")) and ":" in path
+    ):
+        return "gemini"
     if path in ("/v1/messages", "/v1/complete") or path.startswith("/v1/messages/"):
         return "anthropic"
     return "anthropic" if "anthropic-version" in headers else "openai"  # type: ignore[operator]
@@ -47,8 +56,13 @@ def protocol_for_path(path: str, headers: object = ()) -> Protocol:
 def error_body(protocol: Protocol, status: int, message: str, code: str,
                param: str | None = None) -> bytes:  # fmt: skip
     openai_type, anthropic_type = _TYPES.get(status, ("api_error", "api_error"))
-    if protocol == "anthropic":
-        body: dict[str, object] = {
+    if protocol == "gemini":  # google.rpc.Status, as the Gemini API answers errors
+        body: dict[str, object] = {"error": {
+            "code": status, "message": message, "status": GEMINI_STATUS.get(status, "UNKNOWN"),
+            "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": code,
+                         "domain": "ctxzip"}]}}  # fmt: skip
+    elif protocol == "anthropic":
+        body = {
             "type": "error",
             "error": {"type": anthropic_type, "message": message},
         }
@@ -62,5 +76,7 @@ def sse_error(protocol: Protocol, message: str, code: str) -> bytes:
     if protocol == "anthropic":
         data = json.dumps({"type": "error", "error": {"type": "api_error", "message": message}})
         return f"event: error\ndata: {data}\n\n".encode()
+    if protocol == "gemini":
+        return b"data: " + error_body("gemini", 502, message, code) + b"\r\n\r\n"
     data = json.dumps({"error": {"message": message, "type": "api_error", "code": code}})
     return f"data: {data}\n\n".encode()

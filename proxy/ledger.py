@@ -211,6 +211,9 @@ def prefix_marks(body: dict[str, Any], kind: str) -> tuple[list[tuple[bytes, int
         head = [body.get("instructions"), body.get("tools")]
         items = body.get("input")
         items = items if isinstance(items, list) else [items]
+    elif kind == "gemini":
+        head = [body.get("tools"), body.get("systemInstruction")]
+        items = body.get("contents") or []
     else:
         head = [body.get("tools"), body.get("system")]
         items = body.get("messages") or []

@@ -1,5 +1,5 @@
-"""Request handlers: chat (OpenAI and Anthropic), Responses, /v1/compress, pass-through,
-originals, health, metrics."""
+"""Request handlers: chat (OpenAI and Anthropic), Responses, Gemini, /v1/compress,
+pass-through, originals, health, metrics."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 
 from ctxzip.errors import CtxzipError
 from ctxzip.middleware.agent_items import AgentProtocol
-from ctxzip.proxy import expand
+from ctxzip.proxy import expand, gemini
 from ctxzip.proxy.admission import ClientGone, unless_disconnected
 from ctxzip.proxy.compression import CompressionFailed, CompressionService, Outcome
 from ctxzip.proxy.config import ProxyConfig
@@ -33,7 +33,7 @@ from ctxzip.proxy.upstream import Target, Upstreams, join_url, response_headers,
 log = logging.getLogger("ctxzip.proxy")
 # routes whose replies must arrive whole: a cut stream ends with an error event, a cut or
 # malformed body becomes a 502 (proxy.streaming.Relay)
-COMPLETE_ROUTES = ("chat", "messages", "responses")
+COMPLETE_ROUTES = ("chat", "messages", "responses", "gemini")
 Reply = Response | Relay  # what a route answers: a plain response or a relayed stream
 _TRUE = {"1", "true", "yes", "on"}
 _FAIL_CLOSED_STATUS = {"compression_timeout": 504, "overloaded": 503, "invalid_text": 400}
@@ -301,6 +301,8 @@ class Handlers:
     async def _fit_images(self, data: dict[str, Any], protocol: Protocol,
                           route: str) -> ImageBudgetOutcome | None:  # fmt: skip
         """Shrink images to the configured per-request image-token budget (fail-open)."""
+        if protocol == "gemini":  # Gemini's inlineData parts are never touched
+            return None
         try:
             out = await aapply_images(self.state.images, data, protocol)
         except (CtxzipError, OSError, ValueError) as exc:
@@ -410,11 +412,58 @@ class Handlers:
             self.metrics.uncompressed.labels(reason="client_disconnect").inc()
             return Response(status_code=499)  # nobody is listening
 
+    async def gemini(self, request: Request) -> Reply:
+        """``/v1beta/...``: ``generateContent`` and ``streamGenerateContent`` have their tool
+        results and user text compressed; every other Gemini path passes through. The key
+        (``x-goog-api-key`` or ``?key=``) travels as sent unless the upstream has its own."""
+        start = time.perf_counter()
+        route = "gemini"
+        try:
+            version, rest = gemini.subpath(request.url.path)
+            model, action = gemini.model_action(rest)
+            target = self.state.upstreams.pick(route, model)
+            assert target is not None  # Gemini always has an upstream
+            headers = self.state.upstreams.headers(request.headers, target, "gemini")
+            query = request.scope.get("query_string", b"").decode("latin-1")
+            query = gemini.upstream_query(query, bool(target.upstream.api_key))
+            url = gemini.upstream_url(target.upstream.url, version, rest)
+            url += f"?{query}" if query else ""
+            if request.method != "POST" or action not in gemini.COMPRESSED:
+                body = await read_body(request, self.config.limits.max_body_bytes)
+                if "content-type" in request.headers:
+                    headers["content-type"] = request.headers["content-type"]
+                return await self._forward(request.method, url, headers, body or None, "gemini",
+                                           "passthrough", [], start, target)  # fmt: skip
+            overrides = parse_overrides(request, self.config)
+            raw = await read_body(request, self.config.limits.max_body_bytes)
+            data = parse_json(raw, self.config.limits.max_json_depth)
+            gemini.validate(data)
+            tools = await self._tool_results(data, "gemini", overrides)
+            if tools.body is not None:
+                data, raw = tools.body, b""
+            outcome = await self._compress(data, "gemini", route, overrides, len(raw), False,
+                                           request)  # fmt: skip
+            self.state.recorder.begin(route, "gemini", {**data, "model": model}, outcome)
+            if not raw and outcome.body is None:
+                outcome.body = data
+            body = self._encode(outcome, raw)
+            headers["content-type"] = "application/json"
+            extra = self.ctx_headers(outcome) + tools.headers()
+            return await self._forward("POST", url, headers, body, "gemini", route, extra, start,
+                                       target)  # fmt: skip
+        except ProxyError as exc:
+            return self._error("gemini", exc, route, start)
+        except ClientGone:
+            self.metrics.fail("client_disconnect")
+            self.metrics.uncompressed.labels(reason="client_disconnect").inc()
+            return Response(status_code=499)
+
     async def compress(self, request: Request) -> Response:
         """Return the compressed request body without forwarding it.
 
-        ``?protocol=openai|anthropic|responses``; without it, ``anthropic-version`` means
-        Anthropic and a body with ``input`` but no ``messages`` means Responses."""
+        ``?protocol=openai|anthropic|responses|gemini``; without it, ``anthropic-version``
+        means Anthropic, a body with ``input`` but no ``messages`` means Responses and one
+        with ``contents`` but no ``messages`` means Gemini."""
         start = time.perf_counter()
         param = request.query_params.get("protocol")
         if param is None:
@@ -422,18 +471,23 @@ class Handlers:
             guess = True
         else:
             guess = False
-        protocol: Protocol = "anthropic" if param == "anthropic" else "openai"
+        protocol: Protocol = param if param in ("anthropic", "gemini") else "openai"  # type: ignore[assignment]
         try:
-            if param not in ("openai", "anthropic", "responses"):
-                raise _bad("protocol must be 'openai', 'anthropic' or 'responses'", "protocol")
+            if param not in ("openai", "anthropic", "responses", "gemini"):
+                raise _bad("protocol must be 'openai', 'anthropic', 'responses' or 'gemini'",
+                           "protocol")  # fmt: skip
             overrides = parse_overrides(request, self.config)
             raw = await read_body(request, self.config.limits.max_body_bytes)
             data = parse_json(raw, self.config.limits.max_json_depth)
             if guess and protocol == "openai" and "input" in data and "messages" not in data:
                 param = "responses"
+            if guess and protocol == "openai" and "contents" in data and "messages" not in data:
+                param, protocol = "gemini", "gemini"
             kind: AgentProtocol = "responses" if param == "responses" else protocol
             if kind == "responses":
                 validate_responses(data)
+            elif kind == "gemini":
+                gemini.validate(data)
             else:
                 validate_chat(data, protocol)
             tools = await self._tool_results(data, kind, overrides)
@@ -465,6 +519,8 @@ class Handlers:
     async def passthrough(self, request: Request) -> Reply:
         start = time.perf_counter()
         path = request.url.path
+        if gemini.is_gemini(path):  # google-genai 3.x speaks /v1/models/{model}:{action}
+            return await self.gemini(request)
         protocol = protocol_for_path(path, request.headers)
         try:
             subpath = safe_subpath(path)

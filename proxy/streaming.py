@@ -37,6 +37,8 @@ _END = {
         rb"|event: ?(?:response\.(?:completed|failed|incomplete)|error)\s*$)"
     ),
     "anthropic": regex.compile(rb"(?m)^event: ?(?:message_stop|error)\s*$"),
+    # Gemini has no closing event: the last chunk carries a candidate's finishReason
+    "gemini": regex.compile(rb'(?m)"finishReason"|^data: ?\{\s*"error"'),
 }
 _BROKEN = "the upstream stream ended unexpectedly"
 _MALFORMED = "the upstream sent a reply that is not valid JSON"

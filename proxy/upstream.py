@@ -20,7 +20,7 @@ import aiohttp
 import regex
 import yarl
 
-from ctxzip.proxy.config import ProxyConfig, UpstreamConfig
+from ctxzip.proxy.config import GEMINI_URL, ProxyConfig, UpstreamConfig
 from ctxzip.proxy.errors import ProxyError
 
 log = logging.getLogger("ctxzip.proxy")
@@ -83,7 +83,11 @@ class Upstreams:
         return self._session
 
     def pick(self, route: str, model: str | None) -> Target | None:
-        """The upstream for a route (chat/messages/passthrough) and model; None: local."""
+        """The upstream for a route (chat/messages/passthrough/responses/gemini) and model;
+        None: local. Gemini always has one (Google's API unless configured)."""
+        if route == "gemini":
+            name = self.config.routes.gemini
+            return Target(name, self.config.upstreams.get(name) or UpstreamConfig(GEMINI_URL))
         if model:
             for glob, name in self.config.models.items():
                 if fnmatch.fnmatchcase(model, glob):
@@ -97,8 +101,9 @@ class Upstreams:
 
         With no server key, only the credential header of the upstream's protocol goes:
         ``authorization`` to OpenAI-shaped upstreams, ``x-api-key`` to Anthropic (whose
-        OAuth clients send ``authorization: Bearer`` and no x-api-key: that one then goes).
-        A key meant for one provider never reaches the other.
+        OAuth clients send ``authorization: Bearer`` and no x-api-key: that one then goes),
+        ``x-goog-api-key`` (or ``authorization`` for OAuth) to Gemini. A key meant for one
+        provider never reaches the other.
         """
         allow = set(self.config.server.forward_headers)
         out = {k: v for k, v in incoming.items() if k.lower() in allow and k not in HOP_BY_HOP}
@@ -108,15 +113,24 @@ class Upstreams:
         if key:
             out.pop("authorization", None)
             out.pop("x-api-key", None)
-            if protocol == "anthropic":
+            out.pop("x-goog-api-key", None)
+            if protocol == "gemini":
+                out["x-goog-api-key"] = key
+            elif protocol == "anthropic":
                 out["x-api-key"] = key
             else:
                 out["authorization"] = f"Bearer {key}"
+        elif protocol == "gemini":
+            out.pop("x-api-key", None)
+            if "x-goog-api-key" in out:
+                out.pop("authorization", None)
         elif protocol == "anthropic":
+            out.pop("x-goog-api-key", None)
             if "x-api-key" in out:
                 out.pop("authorization", None)
         else:
             out.pop("x-api-key", None)
+            out.pop("x-goog-api-key", None)
         return out
 
     async def send(self, method: str, url: str, headers: dict[str, str],

@@ -18,6 +18,9 @@ The figures are normalised to one shape, `Usage`, whose `input` is the whole pro
   ``message_delta``.
 - OpenAI Responses: ``input_tokens`` (cached included), ``input_tokens_details.cached_tokens``,
   ``output_tokens``; streamed in the ``response.completed`` event.
+- Gemini: ``usageMetadata`` with ``promptTokenCount`` (cached content included),
+  ``cachedContentTokenCount``, ``candidatesTokenCount`` + ``thoughtsTokenCount`` (both
+  billed as output); every streamed chunk carries the running figures.
 """
 
 from __future__ import annotations
@@ -30,15 +33,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-UsageKind = Literal["openai", "anthropic", "responses"]
+UsageKind = Literal["openai", "anthropic", "responses", "gemini"]
 
 MAX_JSON_BYTES = 4 * 1024 * 1024  # a whole JSON response kept for parsing, at most
 TAIL_BYTES = 256 * 1024  # past that, only its tail (where usage sits) is kept
 MAX_EVENT_BYTES = 2 * 1024 * 1024  # one server-sent event kept, at most
 KEPT_EVENTS = 4  # the last events that mention usage (plus the first)
 
-_NULL_USAGE = re.compile(rb'"usage"\s*:\s*null')
-_USAGE_KEY = re.compile(r'"usage"\s*:\s*\{')
+_NULL_USAGE = re.compile(rb'"(?:usage|usageMetadata)"\s*:\s*null')
+_USAGE_KEY = re.compile(r'"(?:usage|usageMetadata)"\s*:\s*\{')
+_MENTIONS = (b'"usage"', b'"usageMetadata"')
 _DELIMS = (b"\n\n", b"\r\n\r\n")
 
 
@@ -57,6 +61,8 @@ class Usage:
 
 def usage_kind(path: str, protocol: str) -> UsageKind:
     """Which usage shape a response to `path` carries."""
+    if protocol == "gemini" or ":generateContent" in path or ":streamGenerateContent" in path:
+        return "gemini"
     if path.split("?", 1)[0].rstrip("/").endswith("/responses"):
         return "responses"
     return "anthropic" if protocol == "anthropic" else "openai"
@@ -68,6 +74,15 @@ def _int(value: Any) -> int:
 
 def _merge_usage(usage: Usage, raw: dict[str, Any], kind: UsageKind) -> None:
     """Fold one usage object into `usage` (later events override what they carry)."""
+    if kind == "gemini":
+        if "promptTokenCount" in raw:
+            usage.input = _int(raw["promptTokenCount"])
+        if "cachedContentTokenCount" in raw:
+            usage.cache_read = _int(raw["cachedContentTokenCount"])
+        if "candidatesTokenCount" in raw or "thoughtsTokenCount" in raw:
+            usage.output = _int(raw.get("candidatesTokenCount")) + _int(
+                raw.get("thoughtsTokenCount"))  # fmt: skip
+        return
     if kind == "anthropic":
         fields = (("input_tokens", "input"), ("cache_read_input_tokens", "cache_read"),
                   ("cache_creation_input_tokens", "cache_write"), ("output_tokens", "output"))  # fmt: skip
@@ -111,9 +126,10 @@ def usage_from_objects(objects: list[Any], kind: UsageKind) -> Usage | None:
             holder = obj["message"]  # message_start
         elif kind == "responses" and isinstance(obj.get("response"), dict):
             holder = obj["response"]  # response.completed
-        raw = holder.get("usage")
-        if isinstance(holder.get("model"), str) and holder["model"]:
-            usage.model = holder["model"]
+        raw = holder.get("usageMetadata" if kind == "gemini" else "usage")
+        model = holder.get("modelVersion" if kind == "gemini" else "model")
+        if isinstance(model, str) and model:
+            usage.model = model
         if isinstance(raw, dict):
             _merge_usage(usage, raw, kind)
             found = True
@@ -145,7 +161,7 @@ def _tail_usage(text: str) -> dict[str, Any] | None:
         except ValueError:
             continue
         if isinstance(value, dict):
-            return {"usage": value}
+            return {"usage": value, "usageMetadata": value}
     return None
 
 
@@ -240,7 +256,7 @@ class UsageTap:
             if self._skipping:
                 self._skipping = False
                 continue
-            if b'"usage"' in event and not _NULL_USAGE.search(event):
+            if any(m in event for m in _MENTIONS) and not _NULL_USAGE.search(event):
                 if self._first is None:
                     self._first = event
                 else:
@@ -250,7 +266,7 @@ class UsageTap:
         """The usage figures seen, or None (no usage in the response, or unreadable)."""
         if self.is_sse:
             events = [e for e in (self._first, *self._last) if e is not None]
-            if self._buf and b'"usage"' in self._buf and not self._skipping:
+            if self._buf and any(m in self._buf for m in _MENTIONS) and not self._skipping:
                 events.append(bytes(self._buf))  # a last event without its blank line
             return usage_from_objects([_sse_data(e) for e in events], self.kind)
         text = self._buf.decode("utf-8", "replace")

@@ -15,7 +15,7 @@ import pytest
 
 import ctxzip
 
-SUBPACKAGES = ["compressors", "middleware", "retrievers", "proxy", "evals", "plugins"]
+SUBPACKAGES = ["compressors", "middleware", "retrievers", "proxy", "evals", "plugins", "mcp_proxy"]
 
 # layer -> the layers it may import (besides itself). `core` is ctxzip's own modules.
 ALLOWED = {
@@ -26,6 +26,7 @@ ALLOWED = {
     "middleware": {"core", "plugins", "compressors", "retrievers"},
     "proxy": {"core", "plugins", "compressors", "retrievers", "middleware"},
     "evals": {"core", "plugins", "compressors", "retrievers", "middleware"},
+    "mcp_proxy": {"core", "plugins", "compressors", "retrievers", "middleware"},
 }
 
 

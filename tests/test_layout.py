@@ -7,7 +7,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = ["compressors", "middleware", "retrievers", "proxy", "evals", "plugins"]
+FOLDERS = ["compressors", "middleware", "retrievers", "proxy", "evals", "plugins", "mcp_proxy"]
 
 
 def _setuptools():

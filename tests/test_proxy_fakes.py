@@ -12,10 +12,11 @@ import asyncio
 import contextlib
 import json
 import socket
+import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,16 @@ from starlette.routing import Route
 from ctxzip.proxy.app import build_app
 from ctxzip.proxy.config import load_config
 from ctxzip.proxy.server import uvicorn_config
+
+
+def stop(process: subprocess.Popen[Any], grace_s: float = 10.0) -> None:
+    """End a child process the test started: terminate, then kill if it lingers."""
+    process.terminate()
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
 
 
 def free_port() -> int:
@@ -226,9 +237,10 @@ def make_config(upstream_url: str | None, **sections: Any) -> Any:
 
 
 @contextlib.contextmanager
-def running_upstream() -> Iterator[FakeUpstream]:
-    """A recording upstream served on loopback, its base URL in `.url`."""
-    fake = FakeUpstream()
+def running_upstream(kind: Callable[[], Any] | None = None) -> Iterator[Any]:
+    """A recording upstream (`kind`, default `FakeUpstream`) served on loopback, its base
+    URL in `.url`."""
+    fake = (kind or FakeUpstream)()
     with serve(fake.app) as url:
         fake.url = url
         yield fake

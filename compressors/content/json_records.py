@@ -4,7 +4,8 @@ The text is parsed once to check it is JSON, then walked over its own characters
 kept record is the very substring the tool produced (numbers, escapes and spacing
 included). Each long array keeps its first two and last record, records that look like
 errors, records whose shape (type, or set of keys) differs from the array's majority,
-and records matching the query, best first, while the budget lasts. The omitted
+the few records naming a rare query term (whatever their size), and other records
+matching the query, best first, while the budget lasts. The omitted
 records are named in-band by a final note element (for objects: a final member)::
 
     {"ctxzip_omitted": {"count": 120, "of": 200, "indices": "2-80,82-122", "key": "…"}}
@@ -48,7 +49,7 @@ def _skip_ws(text: str, pos: int) -> int:
     return pos
 
 
-def _members(text: str, start: int) -> tuple[list[Member], int]:
+def members(text: str, start: int) -> tuple[list[Member], int]:
     """The members of the array or object opening at `start`, and the position after it."""
     close = "]" if text[start] == "[" else "}"
     out: list[Member] = []
@@ -111,14 +112,14 @@ class _Walker:
         """Visit the container `value` whose text opens at `start`."""
         if not isinstance(value, (list, dict)) or depth > 6:
             return
-        members, end = _members(self.text, start)
-        if len(members) >= MIN_RECORDS:
-            self.shrink(value, start, end, members)
+        found, end = members(self.text, start)
+        if len(found) >= MIN_RECORDS:
+            self.shrink(value, start, end, found)
             return
         items: list[Any] = list(value.values()) if isinstance(value, dict) else list(value)
-        if isinstance(value, dict) and len(items) != len(members):
+        if isinstance(value, dict) and len(items) != len(found):
             return  # duplicate keys: leave this object as it is
-        for item, (_, _p, s, e) in zip(items, members, strict=True):
+        for item, (_, _p, s, e) in zip(items, found, strict=True):
             if e - s >= SMALL:  # a small container cannot hold a long array
                 self.walk(item, s, depth + 1)
 
@@ -141,6 +142,12 @@ class _Walker:
             must |= {i for i, sh in enumerate(shapes) if sh != top}
         must |= {i for i, (v, p) in enumerate(zip(values, pieces, strict=True)) if _alert(v, p)}
         scores = term_scores(pieces, self.terms)
+        # the few records that name a rare query term are what the question is about:
+        # kept even when one alone is larger than the budget (a package with its whole
+        # license text), as long as they are few
+        named = [i for i, score in enumerate(scores) if score >= 1.0]
+        if len(named) <= max(8, n // 4):
+            must |= set(named)
         budget = int(sum(len(p) for p in pieces) * self.rate)
         kept = select([len(p) for p in pieces], scores, must, budget)
         dropped = [i for i in range(n) if i not in kept]
