@@ -100,14 +100,15 @@ class Wrapper:
                     type="text", text=f"no original is stored under key {key!r}")])  # fmt: skip
             return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
 
-        async def progress(value: float, total: float | None, message: str | None) -> None:
+        async def relay_progress(progress: float, total: float | None,
+                                 message: str | None) -> None:  # fmt: skip
             with contextlib.suppress(Exception):
-                await ctx.session.report_progress(value, total, message)
+                await ctx.session.report_progress(progress, total, message)
 
         self._current = ctx.session
         try:
             result = await self.client.call_tool(params.name, arguments,
-                                                 progress_callback=progress)  # fmt: skip
+                                                 progress_callback=relay_progress)  # fmt: skip
         finally:
             self._current = None
         raw = _dump(result)
