@@ -28,6 +28,14 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def assert_same_vectors(local: np.ndarray, remote: np.ndarray) -> None:
+    """The same model on the same batches, equal to float32 noise: a GEMM split over another
+    thread count (Ray workers run with OMP_NUM_THREADS=1, the suite's process with whatever
+    the tests before it left) may round the last bit differently."""
+    assert local.shape == remote.shape
+    np.testing.assert_allclose(local, remote, rtol=0, atol=1e-6)
+
+
 def test_encoder_batches_follow_the_encoder() -> None:
     texts = ["ccc", "a", "bb", "a", "dddd", "e"]
     assert encoder_batches(texts, 2) == [["a", "e"], ["bb", "ccc"], ["dddd"]]
@@ -53,10 +61,7 @@ def test_ray_index_holds_the_same_chunks_and_vectors(
         ]
         va, vb = a.get_vectors(ids), b.get_vectors(ids)
         assert va.dtype == vb.dtype == np.float32
-        # the same model on the same batches; a GEMM split over another thread count (Ray
-        # workers run with OMP_NUM_THREADS=1, the suite's process with whatever the tests
-        # before it left) may round the last bit differently, so equal to float32 noise
-        np.testing.assert_allclose(va, vb, rtol=0, atol=1e-6)
+        assert_same_vectors(va, vb)
         query = "How are underscores used in integer literals?"
         assert [h.id for h in a.search(query, 5)] == [h.id for h in b.search(query, 5)]
     finally:
@@ -75,7 +80,7 @@ def test_ray_ingest_into_the_qdrant_backend(corpus: Path, ray_local: Any) -> Non
         stores[1].ingest([corpus], chunk_tokens=64, overlap_tokens=8, engine="ray", workers=2)
         ids = sorted(stores[0].ids_where())
         assert ids == sorted(stores[1].ids_where()) and len(ids) > 20
-        assert np.array_equal(stores[0].get_vectors(ids), stores[1].get_vectors(ids))
+        assert_same_vectors(stores[0].get_vectors(ids), stores[1].get_vectors(ids))
     finally:
         for store in stores:
             store.close()

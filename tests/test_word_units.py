@@ -83,10 +83,13 @@ def generated(seed: int) -> str:
     return "".join(parts)
 
 
-def texts() -> list[str]:
-    records = [json.loads(x) for x in bundled_path("pyref").read_text().splitlines()[:6]]
+def texts(generated_count: int = 24, record_count: int = 6) -> list[str]:
+    lines = bundled_path("pyref").read_text().splitlines()[:record_count]
+    records = [json.loads(x) for x in lines]
     return (
-        [generated(s) for s in range(24)] + [MAN] + [c for r in records for c in r["contexts"][:2]]
+        [generated(s) for s in range(generated_count)]
+        + [MAN]
+        + [c for r in records for c in r["contexts"][:2]]
     )
 
 
@@ -143,8 +146,10 @@ def test_token_words_are_whitespace_words():
 )
 def test_word_level_output_copies_input_words(method, options):
     comp = get_compressor(method, **options)
-    items = texts()
-    for rate in (0.5, 0.2):
+    # SmolLM2 scores every word: fewer texts keep the suite quick, the same kinds of text
+    slow = method == "self-information"
+    items = texts(4, 1) if slow else texts()
+    for rate in (0.2,) if slow else (0.5, 0.2):
         results = comp.compress_batch(
             [
                 CompressionRequest((t,), "What does --ascii convert?", Budget(rate=rate))
