@@ -1,16 +1,30 @@
-"""Lossless JSON: the same values in fewer tokens (minified; uniform records as a table).
+"""Lossless JSON: the same values in fewer tokens (minified; records as tables).
 
 Tool servers pretty-print JSON and repeat every key in every record. `compact` removes
-the whitespace between tokens and writes each array of at least `MIN_ROWS` records that
-share one key order as a table that is still valid JSON::
+the whitespace between tokens and writes records as a table that is still valid JSON:
+an object holding ``"ctxzip_table"``, whose first row names the columns and whose other
+rows are the records' values in that order::
 
-    [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, ...]
-    -> {"ctxzip_table":[["id","name"],[1,"a"],[2,"b"],...]}
+    [{"id": 1, "name": "a", "kind": "f"}, {"id": 2, "kind": "f"}, {"kind": "f", "id": 3, "name": "c"}]
+    -> {"same":{"kind":"f"},"ctxzip_table":[["id","name"],[1,"a"],[2],[3,"c"]]}
 
-Records of another shape stay in the table as the objects they were. Every kept token
-(strings with their escapes, numbers as written) is the very substring of the input;
-`expand_tables` turns a compacted value back into the original one, equal value for
-value and key for key (tested on generated and on real outputs).
+- The columns are the keys shared by at least two records (in the first record's order,
+  then as they appear). A row shorter than the header lacks its last keys; a key missing
+  in between is written as the value declared by ``"absent"`` (``null``, or a string no
+  cell of that table holds), e.g. ``{"absent":null,"ctxzip_table":[["a","b"],[null,2]]}``.
+- ``"same"`` holds the columns whose value is the same (byte for byte) in every row.
+- A record that does not fit (a key no other record has, duplicate keys, or a row that
+  would be longer than the object) and a scalar stay in place as themselves.
+- An object whose members are all records becomes a table whose first header cell is
+  ``null``: each row starts with the member's name, e.g.
+  ``{"ctxzip_table":[[null,"version"],["numpy","2.0"],["scipy","1.14"]]}``.
+- Tables nest: a cell is compacted the same way.
+
+Each rewrite is applied only where its text is shorter. Every kept token (strings with
+their escapes, numbers as written) is the very substring of the input. `expand_tables`
+returns a value equal to the original (objects as unordered, as JSON has them; the key
+order is kept too unless records differed in key order or a column went to ``"same"``).
+Text that already holds ``"ctxzip_table"`` is only minified, so a table is never ambiguous.
 """
 
 from __future__ import annotations
@@ -18,12 +32,16 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ctxzip.compressors.content.json_records import members
 
 TABLE = "ctxzip_table"
-MIN_ROWS = 3
+ABSENT = "absent"
+SAME = "same"
+_MARKERS: tuple[str | None, ...] = (None, "-", "~", "?", "")
+_OTHER = object()
 _TOKENS = re.compile(r'("(?:[^"\\]|\\.)*")|[ \t\n\r]+')
 
 
@@ -32,53 +50,126 @@ def minify(text: str) -> str:
     return _TOKENS.sub(lambda m: m.group(1) or "", text)
 
 
-def _keys(value: Any) -> tuple[str, ...] | None:
-    return tuple(value) if isinstance(value, dict) else None
+@dataclass
+class _Record:
+    """One record of a table candidate: its name (keyed tables) and its cells by key."""
+
+    text: str  # the record as an object (compacted)
+    name: str | None  # the member's name as spelled (keyed tables)
+    keys: tuple[str, ...] | None  # None: not a record (a scalar, or duplicate keys)
+    spelled: dict[str, str]  # key -> its spelling, quotes included
+    cells: dict[str, str]  # key -> the compacted value text
 
 
-def _header(items: list[Any]) -> tuple[str, ...] | None:
-    """The key order shared by most records, when a table pays off for this array."""
-    if len(items) < MIN_ROWS or not all(isinstance(v, dict) for v in items):
+def _scalar(cell: str) -> Any:
+    """The value of a cell when it could be taken for an absent marker (else `_OTHER`)."""
+    if cell == "null":
         return None
-    shapes = Counter(_keys(v) for v in items)
-    header, n = shapes.most_common(1)[0]
-    if not header or n < MIN_ROWS or 2 * n < len(items):
+    if cell.startswith('"'):
+        return json.loads(cell)
+    return _OTHER
+
+
+def _marker(records: list[_Record]) -> str:
+    """A marker for an absent cell that no cell of these records equals, as JSON text."""
+    taken = {_scalar(c) for r in records for c in r.cells.values()}
+    for candidate in _MARKERS:
+        if candidate not in taken:
+            return json.dumps(candidate)
+    n = 0
+    while f"ctxzip_absent{n}" in taken:
+        n += 1
+    return json.dumps(f"ctxzip_absent{n}")
+
+
+def _columns(records: list[_Record]) -> list[str]:
+    """Keys shared by two records or more: the most common key order first, then others."""
+    shapes = Counter(r.keys for r in records if r.keys)
+    if not shapes:
+        return []
+    seen = Counter(k for r in records if r.keys for k in r.keys)
+    order = dict.fromkeys(shapes.most_common(1)[0][0])
+    for r in records:
+        order.update(dict.fromkeys(r.keys or ()))
+    return [k for k in order if seen[k] >= 2]
+
+
+def _table(records: list[_Record], keyed: bool) -> str | None:
+    """`records` as a table object, or None when there is nothing to gain."""
+    columns = _columns(records)
+    if not columns:
         return None
-    return header
-
-
-def _emit(text: str, start: int, end: int, value: Any) -> str:
-    """The compact text of the (minified) JSON value `text[start:end]`, parsed as `value`."""
-    if not isinstance(value, (dict, list)) or end - start <= 2:
-        return text[start:end]
-    found, _ = members(text, start)
-    if isinstance(value, dict):
-        if len(found) != len(value):
-            return text[start:end]  # duplicate keys: leave the object exactly as it was
-        parts = [text[p:s] + _emit(text, s, e, v)
-                 for (_, p, s, e), v in zip(found, value.values(), strict=True)]  # fmt: skip
-        return "{" + ",".join(parts) + "}"
-    header = _header(value)
-    if header is None:
-        return (
-            "["
-            + ",".join(_emit(text, s, e, v) for (_, _, s, e), v in zip(found, value, strict=True))
-            + "]"
-        )
-    rows: list[str] = []
+    cols = set(columns)
+    fits = [r for r in records if r.keys is not None and set(r.keys) <= cols]
+    if keyed and len(fits) < len(records):
+        return None
+    if len(fits) < 2:
+        return None
+    columns = [c for c in columns if any(c in r.cells for r in fits)]
+    same: dict[str, str] = {}
+    for c in columns:
+        first = fits[0].cells.get(c)
+        if first is not None and all(r.cells.get(c) == first for r in fits):
+            same[c] = first
+    if same and len(fits) * sum(len(v) + 1 for v in same.values()) <= sum(
+        len(fits[0].spelled[c]) + len(v) + 2 for c, v in same.items()
+    ):
+        same = {}  # too few rows for hoisting to pay
+    columns = [c for c in columns if c not in same]
+    absent = _marker(fits)
+    rows: dict[int, str] = {}
+    needs_marker = False
+    for r in fits:
+        cells = [r.cells.get(c) for c in columns]
+        while cells and cells[-1] is None:
+            cells.pop()
+        lead = [r.name] if keyed and r.name is not None else []
+        row = "[" + ",".join([*lead, *(absent if c is None else c for c in cells)]) + "]"
+        if keyed or len(row) < len(r.text):
+            rows[id(r)] = row
+            needs_marker = needs_marker or None in cells
+    if len(rows) < 2:
+        return None
+    spelled = {k: v for r in reversed(fits) for k, v in r.spelled.items()}
+    header = ["null"] if keyed else []
+    header += [spelled[c] for c in columns]
+    body = ["[" + ",".join(header) + "]"] + [rows.get(id(r), r.text) for r in records]
     head = ""
-    for (_, _p, s, e), record in zip(found, value, strict=True):
-        inner, _ = members(text, s)
-        if _keys(record) != header or len(inner) != len(header):
-            rows.append(_emit(text, s, e, record))  # another shape: the object itself
-            continue
-        if not head:
-            head = "[" + ",".join(text[p : vs - 1] for _, p, vs, _ in inner) + "]"
-        cells = [
-            _emit(text, vs, ve, v) for (_, _, vs, ve), v in zip(inner, record.values(), strict=True)
-        ]
-        rows.append("[" + ",".join(cells) + "]")
-    return '{"' + TABLE + '":[' + ",".join([head, *rows]) + "]}"
+    if same:
+        head += f'"{SAME}":{{' + ",".join(f"{spelled[c]}:{v}" for c, v in same.items()) + "},"
+    if needs_marker:
+        head += f'"{ABSENT}":{absent},'
+    return "{" + head + f'"{TABLE}":[' + ",".join(body) + "]}"
+
+
+def _node(text: str, start: int, end: int, value: Any) -> _Record:
+    """The (minified) JSON value `text[start:end]`, parsed as `value`, compacted; with its
+    cells when it is an object (each value is compacted once, bottom up)."""
+    if not isinstance(value, (dict, list)) or end - start <= 2:
+        return _Record(text[start:end], None, None, {}, {})
+    found, _ = members(text, start)
+    if isinstance(value, list):
+        items = [_node(text, s, e, v) for (_, _, s, e), v in zip(found, value, strict=True)]
+        plain = "[" + ",".join(r.text for r in items) + "]"
+        table = None
+        if len(items) >= 2 and not any(isinstance(v, list) for v in value):
+            table = _table(items, keyed=False)  # (an array item would be read as a row)
+        return _Record(table if table and len(table) < len(plain) else plain, None, None, {}, {})
+    if len(found) != len(value):  # duplicate keys: kept exactly as they were
+        return _Record(text[start:end], None, None, {}, {})
+    spelled: dict[str, str] = {}
+    children: list[_Record] = []
+    for (key, p, s, e), v in zip(found, value.values(), strict=True):
+        assert key is not None
+        spelled[key] = text[p : s - 1]
+        children.append(replace(_node(text, s, e, v), name=spelled[key]))
+    cells = {k: c.text for k, c in zip(spelled, children, strict=True)}
+    plain = "{" + ",".join(f"{spelled[k]}:{c}" for k, c in cells.items()) + "}"
+    table = None
+    if len(value) >= 2 and all(isinstance(v, dict) for v in value.values()):
+        table = _table(children, keyed=True)
+    out = table if table and len(table) < len(plain) else plain
+    return _Record(out, None, tuple(spelled), spelled, cells)
 
 
 def compact(text: str) -> str | None:
@@ -92,20 +183,48 @@ def compact(text: str) -> str | None:
     if f'"{TABLE}"' in mini:
         return mini if len(mini) < len(text) else None
     try:
-        return _emit(mini, 0, len(mini), value)
+        return _node(mini, 0, len(mini), value).text
     except (ValueError, IndexError, RecursionError):
         return mini
 
 
+def _is_table(value: dict[str, Any]) -> bool:
+    table = value.get(TABLE)
+    return (
+        isinstance(table, list)
+        and bool(table)
+        and isinstance(table[0], list)
+        and set(value) <= {TABLE, ABSENT, SAME}
+        and isinstance(value.get(SAME, {}), dict)
+    )
+
+
+def _rows(value: dict[str, Any]) -> list[Any] | dict[str, Any]:
+    """A table object back as the array (or object) of records it was written from."""
+    header, *rows = value[TABLE]
+    keyed = bool(header) and header[0] is None
+    has_marker = ABSENT in value
+    marker = value.get(ABSENT)
+    same = value.get(SAME, {})
+
+    def record(row: list[Any]) -> dict[str, Any]:
+        out = {}
+        for name, cell in zip(header[keyed:], row[keyed:], strict=False):
+            if not (has_marker and type(cell) is type(marker) and cell == marker):
+                out[name] = expand_tables(cell)
+        return out | {k: expand_tables(v) for k, v in same.items()}
+
+    if keyed:
+        return {row[0]: record(row) for row in rows}
+    return [record(row) if isinstance(row, list) else expand_tables(row) for row in rows]
+
+
 def expand_tables(value: Any) -> Any:
-    """A compacted value back in its original form (tables to arrays of records)."""
+    """A compacted value back in its original form (tables to records)."""
     if isinstance(value, list):
         return [expand_tables(v) for v in value]
     if not isinstance(value, dict):
         return value
-    table = value.get(TABLE) if len(value) == 1 else None
-    if isinstance(table, list) and table and isinstance(table[0], list):
-        header = table[0]
-        return [dict(zip(header, (expand_tables(c) for c in row), strict=True))
-                if isinstance(row, list) else expand_tables(row) for row in table[1:]]  # fmt: skip
+    if _is_table(value):
+        return _rows(value)
     return {k: expand_tables(v) for k, v in value.items()}
