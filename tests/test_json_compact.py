@@ -94,7 +94,9 @@ def test_optional_keys_constant_columns_and_objects_of_records():
     rows = [{"id": 1, "name": "a", "kind": "f"}, {"id": 2, "kind": "f"},
             {"kind": "f", "id": 3, "name": "c"}, {"id": 4, "kind": "f", "name": None}]  # fmt: skip
     out = compact(json.dumps(rows, indent=2))
-    assert out == '{"same":{"kind":"f"},"ctxzip_table":[["id","name"],[1,"a"],[2],[3,"c"],[4,null]]}'
+    assert (
+        out == '{"same":{"kind":"f"},"ctxzip_table":[["id","name"],[1,"a"],[2],[3,"c"],[4,null]]}'
+    )
     assert _same(expand_tables(json.loads(out)), rows)
     gap = [{"alpha": None, "beta": 1, "gamma": 2}, {"beta": 2, "gamma": 3},
            {"alpha": 3, "beta": 4, "gamma": 5}]  # fmt: skip
