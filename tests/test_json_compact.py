@@ -29,13 +29,22 @@ record = st.fixed_dictionaries({"id": st.integers(0, 10**9), "name": st.text(max
 cell = st.one_of(st.sampled_from([None, "-", "~", "?", "", "ctxzip_absent0", 0, False, 0.0]),
                  scalars, st.lists(scalars, max_size=2))  # fmt: skip
 sparse = st.dictionaries(st.sampled_from(["id", "name", "kind", "size", "ü"]), cell, max_size=5)
-constant = st.fixed_dictionaries({"kind": st.just("Pod"), "id": st.integers(0, 9)},
-                                 optional={"ns": st.just("default"), "x": cell})  # fmt: skip
+constant = st.fixed_dictionaries({"kind": st.just("PersistentVolumeClaim"), "id": st.integers(0, 9)},
+                                 optional={"ns": st.just("kube-system"), "x": cell})  # fmt: skip
 records = st.lists(st.one_of(record, sparse, constant), min_size=2, max_size=12)
+user = st.fixed_dictionaries({"login": st.text(max_size=5), "id": st.integers(0, 10**6)},
+                             optional={"site_admin": st.booleans(), "type": cell,
+                                       "plan": st.one_of(sparse, constant, cell)})  # fmt: skip
+nested = st.fixed_dictionaries(  # object columns, at two levels, with odd cells among them
+    {"id": st.integers(0, 99), "user": st.one_of(user, user, user, sparse, cell)},
+    optional={"meta": st.one_of(sparse, st.dictionaries(keys, sparse, max_size=3), cell)},
+)
 documents = st.one_of(
     values,
     st.lists(record, min_size=3, max_size=20),
     records,
+    st.lists(nested, min_size=2, max_size=10),
+    st.dictionaries(st.text(max_size=4), nested, max_size=6),
     st.lists(st.one_of(sparse, constant, scalars), max_size=8),
     st.dictionaries(st.text(max_size=6), st.one_of(sparse, constant), max_size=8),
     st.dictionaries(keys, st.one_of(records, st.lists(st.one_of(record, values), max_size=12),
@@ -56,6 +65,13 @@ def test_every_value_comes_back(value, indent):
     assert out is not None
     assert _same(expand_tables(json.loads(out)), json.loads(text))
     assert len(out) <= len(minify(text))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(nested, min_size=4, max_size=12))
+def test_object_columns_come_back(rows):
+    out = compact(json.dumps(rows, indent=2))
+    assert out is not None and _same(expand_tables(json.loads(out)), rows)
 
 
 def test_numbers_and_escapes_keep_their_spelling():
@@ -130,3 +146,16 @@ def test_real_json_tool_outputs_round_trip():
         out = compact(text)
         assert out is not None and len(out) <= len(minify(text))
         assert _same(expand_tables(json.loads(out)), json.loads(text))
+
+
+def test_object_columns_become_sub_rows():
+    issues = [{"number": n, "user": {"login": f"u{n}", "id": n * 7, "type": "User"},
+               "labels": [], "state": "open" if n % 2 else "closed"} for n in range(1, 5)]  # fmt: skip
+    issues[2]["user"] = None  # a cell that is no object stays itself
+    out = compact(json.dumps(issues, indent=2))
+    assert out == (
+        '{"ctxzip_table":[["number",{"user":["login","id","type"]},"labels","state"],'
+        '[1,["u1",7,"User"],[],"open"],[2,["u2",14,"User"],[],"closed"],[3,null,[],"open"],'
+        '[4,["u4",28,"User"],[],"closed"]]}'
+    )
+    assert _same(expand_tables(json.loads(out)), issues)

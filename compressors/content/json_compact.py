@@ -52,13 +52,27 @@ def minify(text: str) -> str:
 
 @dataclass
 class _Record:
-    """One record of a table candidate: its name (keyed tables) and its cells by key."""
+    """A compacted value; for an object, its members' keys, spellings and compacted values."""
 
-    text: str  # the record as an object (compacted)
-    name: str | None  # the member's name as spelled (keyed tables)
-    keys: tuple[str, ...] | None  # None: not a record (a scalar, or duplicate keys)
+    text: str  # the value compacted (an object possibly as a keyed table)
+    name: str | None  # the member's name as spelled, when it is an object member
+    keys: tuple[str, ...] | None  # None: not an object, or one with duplicate keys
     spelled: dict[str, str]  # key -> its spelling, quotes included
-    cells: dict[str, str]  # key -> the compacted value text
+    cells: dict[str, _Record]  # key -> the member's value
+
+
+@dataclass
+class _Column:
+    """A table column; `sub`: the columns its cells are written in (an object column)."""
+
+    key: str
+    spelled: str
+    sub: list[_Column] | None = None
+
+    def header(self) -> str:
+        if self.sub is None:
+            return self.spelled
+        return "{" + self.spelled + ":[" + ",".join(c.header() for c in self.sub) + "]}"
 
 
 def _scalar(cell: str) -> Any:
@@ -70,9 +84,16 @@ def _scalar(cell: str) -> Any:
     return _OTHER
 
 
+def _taken(records: list[_Record], out: set[Any]) -> set[Any]:
+    for r in records:
+        out.update(_scalar(c.text) for c in r.cells.values())
+        _taken(list(r.cells.values()), out)
+    return out
+
+
 def _marker(records: list[_Record]) -> str:
-    """A marker for an absent cell that no cell of these records equals, as JSON text."""
-    taken = {_scalar(c) for r in records for c in r.cells.values()}
+    """A marker for an absent cell that no cell of these records (at any depth) equals."""
+    taken = _taken(records, set())
     for candidate in _MARKERS:
         if candidate not in taken:
             return json.dumps(candidate)
@@ -94,51 +115,93 @@ def _columns(records: list[_Record]) -> list[str]:
     return [k for k in order if seen[k] >= 2]
 
 
+def _fits(r: _Record, columns: list[_Column]) -> bool:
+    return r.keys is not None and set(r.keys) <= {c.key for c in columns}
+
+
+class _Writer:
+    """Writes records as rows of columns, with one marker for an absent cell."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+        self.used = False  # whether a row needed the marker
+
+    def row(self, r: _Record, columns: list[_Column], lead: list[str]) -> str:
+        cells: list[str | None] = []
+        for col in columns:
+            node = r.cells.get(col.key)
+            if node is not None and col.sub is not None and _fits(node, col.sub):
+                cells.append(self.row(node, col.sub, []))
+            else:
+                cells.append(None if node is None else node.text)
+        while cells and cells[-1] is None:
+            cells.pop()  # a short row lacks its last keys
+        self.used = self.used or None in cells
+        return "[" + ",".join([*lead, *(self.marker if c is None else c for c in cells)]) + "]"
+
+
+def _layout(records: list[_Record], keys: list[str], marker: str) -> list[_Column]:
+    """The columns for `keys`; a column of objects is written as sub-rows where shorter
+    (never when one of its cells is written as an array, which would read as a sub-row)."""
+    spelled = {k: v for r in reversed(records) for k, v in r.spelled.items()}
+    columns = []
+    for key in keys:
+        col = _Column(key, spelled[key])
+        nodes = [r.cells[key] for r in records if key in r.cells]
+        objects = [n for n in nodes if n.keys]
+        inner = _columns(objects)
+        if len(objects) >= 2 and inner and not any(n.text.startswith("[") for n in nodes):
+            fits = [n for n in objects if set(n.keys or ()) <= set(inner)]
+            inner = [k for k in inner if any(k in n.cells for n in fits)]
+            sub = _Column(key, col.spelled, _layout(fits, inner, marker))
+            write = _Writer(marker)
+            grouped = len(sub.header()) + sum(
+                len(write.row(n, sub.sub or [], [])) if _fits(n, sub.sub or []) else len(n.text)
+                for n in nodes
+            )
+            if grouped < len(col.spelled) + sum(len(n.text) for n in nodes):
+                col = sub
+        columns.append(col)
+    return columns
+
+
 def _table(records: list[_Record], keyed: bool) -> str | None:
     """`records` as a table object, or None when there is nothing to gain."""
-    columns = _columns(records)
-    if not columns:
+    keys = _columns(records)
+    if not keys:
         return None
-    cols = set(columns)
-    fits = [r for r in records if r.keys is not None and set(r.keys) <= cols]
-    if keyed and len(fits) < len(records):
+    fits = [r for r in records if r.keys is not None and set(r.keys) <= set(keys)]
+    if len(fits) < 2 or (keyed and len(fits) < len(records)):
         return None
-    if len(fits) < 2:
-        return None
-    columns = [c for c in columns if any(c in r.cells for r in fits)]
+    keys = [k for k in keys if any(k in r.cells for r in fits)]
     same: dict[str, str] = {}
-    for c in columns:
-        first = fits[0].cells.get(c)
-        if first is not None and all(r.cells.get(c) == first for r in fits):
-            same[c] = first
+    for k in keys:
+        first = fits[0].cells.get(k)
+        if first is not None and all(k in r.cells and r.cells[k].text == first.text for r in fits):
+            same[k] = first.text
+    spelled = {k: v for r in reversed(fits) for k, v in r.spelled.items()}
     if same and len(fits) * sum(len(v) + 1 for v in same.values()) <= sum(
-        len(fits[0].spelled[c]) + len(v) + 2 for c, v in same.items()
+        len(spelled[k]) + len(v) + 2 for k, v in same.items()
     ):
         same = {}  # too few rows for hoisting to pay
-    columns = [c for c in columns if c not in same]
-    absent = _marker(fits)
+    marker = _marker(fits)
+    columns = _layout(fits, [k for k in keys if k not in same], marker)
+    write = _Writer(marker)
     rows: dict[int, str] = {}
-    needs_marker = False
     for r in fits:
-        cells = [r.cells.get(c) for c in columns]
-        while cells and cells[-1] is None:
-            cells.pop()
-        lead = [r.name] if keyed and r.name is not None else []
-        row = "[" + ",".join([*lead, *(absent if c is None else c for c in cells)]) + "]"
+        row = write.row(r, columns, [r.name] if keyed and r.name is not None else [])
         if keyed or len(row) < len(r.text):
             rows[id(r)] = row
-            needs_marker = needs_marker or None in cells
     if len(rows) < 2:
         return None
-    spelled = {k: v for r in reversed(fits) for k, v in r.spelled.items()}
     header = ["null"] if keyed else []
-    header += [spelled[c] for c in columns]
+    header += [c.header() for c in columns]
     body = ["[" + ",".join(header) + "]"] + [rows.get(id(r), r.text) for r in records]
     head = ""
     if same:
-        head += f'"{SAME}":{{' + ",".join(f"{spelled[c]}:{v}" for c, v in same.items()) + "},"
-    if needs_marker:
-        head += f'"{ABSENT}":{absent},'
+        head += f'"{SAME}":{{' + ",".join(f"{spelled[k]}:{v}" for k, v in same.items()) + "},"
+    if write.used:
+        head += f'"{ABSENT}":{marker},'
     return "{" + head + f'"{TABLE}":[' + ",".join(body) + "]}"
 
 
@@ -163,8 +226,8 @@ def _node(text: str, start: int, end: int, value: Any) -> _Record:
         assert key is not None
         spelled[key] = text[p : s - 1]
         children.append(replace(_node(text, s, e, v), name=spelled[key]))
-    cells = {k: c.text for k, c in zip(spelled, children, strict=True)}
-    plain = "{" + ",".join(f"{spelled[k]}:{c}" for k, c in cells.items()) + "}"
+    cells = dict(zip(spelled, children, strict=True))
+    plain = "{" + ",".join(f"{spelled[k]}:{c.text}" for k, c in cells.items()) + "}"
     table = None
     if len(value) >= 2 and all(isinstance(v, dict) for v in value.values()):
         table = _table(children, keyed=True)
@@ -207,16 +270,24 @@ def _rows(value: dict[str, Any]) -> list[Any] | dict[str, Any]:
     marker = value.get(ABSENT)
     same = value.get(SAME, {})
 
-    def record(row: list[Any]) -> dict[str, Any]:
+    def record(columns: list[Any], row: list[Any]) -> dict[str, Any]:
         out = {}
-        for name, cell in zip(header[keyed:], row[keyed:], strict=False):
-            if not (has_marker and type(cell) is type(marker) and cell == marker):
-                out[name] = expand_tables(cell)
-        return out | {k: expand_tables(v) for k, v in same.items()}
+        for col, cell in zip(columns, row, strict=False):
+            if has_marker and type(cell) is type(marker) and cell == marker:
+                continue  # absent
+            if isinstance(col, dict):  # an object column: {name: [its columns]}
+                ((name, sub),) = col.items()
+                out[name] = record(sub, cell) if isinstance(cell, list) else expand_tables(cell)
+            else:
+                out[col] = expand_tables(cell)
+        return out
+
+    def top(row: list[Any]) -> dict[str, Any]:
+        return record(header[keyed:], row[keyed:]) | {k: expand_tables(v) for k, v in same.items()}
 
     if keyed:
-        return {row[0]: record(row) for row in rows}
-    return [record(row) if isinstance(row, list) else expand_tables(row) for row in rows]
+        return {row[0]: top(row) for row in rows}
+    return [top(row) if isinstance(row, list) else expand_tables(row) for row in rows]
 
 
 def expand_tables(value: Any) -> Any:
