@@ -37,8 +37,10 @@ user = st.fixed_dictionaries({"login": st.text(max_size=5), "id": st.integers(0,
                                        "plan": st.one_of(sparse, constant, cell)})  # fmt: skip
 nested = st.fixed_dictionaries(  # object columns, at two levels, with odd cells among them
     {"id": st.integers(0, 99), "user": st.one_of(user, user, user, sparse, cell)},
-    optional={"meta": st.one_of(sparse, st.dictionaries(keys, sparse, max_size=3), cell)},
-)
+    optional={"meta": st.one_of(sparse, st.dictionaries(keys, sparse, max_size=3), cell),
+              "labels": st.one_of(st.lists(st.one_of(user, user, sparse, scalars), max_size=4),
+                                  st.lists(st.lists(scalars, max_size=2), max_size=2), cell)},
+)  # fmt: skip
 documents = st.one_of(
     values,
     st.lists(record, min_size=3, max_size=20),
@@ -135,7 +137,11 @@ def test_duplicate_keys_and_nested_tables():
     tree = [{"name": n, "children": [{"key": f"{n}{i}", "value": i} for i in range(3)]}
             for n in "xyz"]  # fmt: skip
     out = compact(json.dumps(tree, indent=2))
-    assert out.count(TABLE) == 4 and _same(expand_tables(json.loads(out)), tree)
+    assert out.count(TABLE) == 1 and '{"children":[["key","value"]]}' in out  # one header
+    assert _same(expand_tables(json.loads(out)), tree)
+    nested = {"a": tree[0]["children"], "b": {"c": tree[1]["children"]}}
+    out = compact(json.dumps(nested, indent=2))
+    assert out.count(TABLE) == 2 and _same(expand_tables(json.loads(out)), nested)
 
 
 def test_real_json_tool_outputs_round_trip():
@@ -148,7 +154,7 @@ def test_real_json_tool_outputs_round_trip():
         assert _same(expand_tables(json.loads(out)), json.loads(text))
 
 
-def test_object_columns_become_sub_rows():
+def test_object_columns_and_columns_of_records_become_sub_rows():
     issues = [{"number": n, "user": {"login": f"u{n}", "id": n * 7, "type": "User"},
                "labels": [], "state": "open" if n % 2 else "closed"} for n in range(1, 5)]  # fmt: skip
     issues[2]["user"] = None  # a cell that is no object stays itself
@@ -159,3 +165,13 @@ def test_object_columns_become_sub_rows():
         '[4,["u4",28,"User"],[],"closed"]]}'
     )
     assert _same(expand_tables(json.loads(out)), issues)
+    addrs = [{"ifname": f"eth{n}", "addr_info": [{"family": "inet", "local": f"10.0.0.{n}",
+              "prefixlen": 24}, {"family": "inet6", "local": f"fe80::{n}"}]} for n in range(3)]  # fmt: skip
+    out = compact(json.dumps(addrs, indent=2))
+    assert out == (
+        '{"ctxzip_table":[["ifname",{"addr_info":[["family","local","prefixlen"]]}],'
+        '["eth0",[["inet","10.0.0.0",24],["inet6","fe80::0"]]],'
+        '["eth1",[["inet","10.0.0.1",24],["inet6","fe80::1"]]],'
+        '["eth2",[["inet","10.0.0.2",24],["inet6","fe80::2"]]]]}'
+    )
+    assert json.dumps(expand_tables(json.loads(out))) == json.dumps(addrs)

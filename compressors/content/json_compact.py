@@ -59,20 +59,24 @@ class _Record:
     keys: tuple[str, ...] | None  # None: not an object, or one with duplicate keys
     spelled: dict[str, str]  # key -> its spelling, quotes included
     cells: dict[str, _Record]  # key -> the member's value
+    items: list[_Record] | None = None  # for an array: its items
 
 
 @dataclass
 class _Column:
-    """A table column; `sub`: the columns its cells are written in (an object column)."""
+    """A table column; `sub`: the columns its cells are written in (a column of objects,
+    or with `many`, of arrays of objects)."""
 
     key: str
     spelled: str
     sub: list[_Column] | None = None
+    many: bool = False
 
     def header(self) -> str:
         if self.sub is None:
             return self.spelled
-        return "{" + self.spelled + ":[" + ",".join(c.header() for c in self.sub) + "]}"
+        inner = "[" + ",".join(c.header() for c in self.sub) + "]"
+        return "{" + self.spelled + ":" + (f"[{inner}]" if self.many else inner) + "}"
 
 
 def _scalar(cell: str) -> Any:
@@ -86,8 +90,8 @@ def _scalar(cell: str) -> Any:
 
 def _taken(records: list[_Record], out: set[Any]) -> set[Any]:
     for r in records:
-        out.update(_scalar(c.text) for c in r.cells.values())
-        _taken(list(r.cells.values()), out)
+        out.update(_scalar(c.text) for c in [*r.cells.values(), *(r.items or ())])
+        _taken([*r.cells.values(), *(r.items or ())], out)
     return out
 
 
@@ -126,42 +130,55 @@ class _Writer:
         self.marker = marker
         self.used = False  # whether a row needed the marker
 
+    def cell(self, node: _Record, col: _Column) -> str:
+        if col.sub is None or (col.many and node.items is None):
+            return node.text
+        if col.many:
+            return (
+                "["
+                + ",".join(self.cell(i, replace(col, many=False)) for i in node.items or ())
+                + "]"
+            )
+        return self.row(node, col.sub, []) if _fits(node, col.sub) else node.text
+
     def row(self, r: _Record, columns: list[_Column], lead: list[str]) -> str:
         cells: list[str | None] = []
         for col in columns:
             node = r.cells.get(col.key)
-            if node is not None and col.sub is not None and _fits(node, col.sub):
-                cells.append(self.row(node, col.sub, []))
-            else:
-                cells.append(None if node is None else node.text)
+            cells.append(None if node is None else self.cell(node, col))
         while cells and cells[-1] is None:
             cells.pop()  # a short row lacks its last keys
         self.used = self.used or None in cells
         return "[" + ",".join([*lead, *(self.marker if c is None else c for c in cells)]) + "]"
 
 
+def _sub(key: str, spelled: str, objects: list[_Record], marker: str, many: bool) -> _Column | None:
+    """A column whose objects (`many`: whose arrays' objects) are written as sub-rows."""
+    inner = _columns(objects)
+    if len(objects) < 2 or not inner:
+        return None
+    fits = [n for n in objects if set(n.keys or ()) <= set(inner)]
+    inner = [k for k in inner if any(k in n.cells for n in fits)]
+    return _Column(key, spelled, _layout(fits, inner, marker), many)
+
+
 def _layout(records: list[_Record], keys: list[str], marker: str) -> list[_Column]:
-    """The columns for `keys`; a column of objects is written as sub-rows where shorter
-    (never when one of its cells is written as an array, which would read as a sub-row)."""
+    """The columns for `keys`. A column of objects, or of arrays of objects, is written as
+    sub-rows where that is shorter, and only where no cell (array item) it would hold is
+    written as an array, which would read as a sub-row."""
     spelled = {k: v for r in reversed(records) for k, v in r.spelled.items()}
     columns = []
     for key in keys:
-        col = _Column(key, spelled[key])
         nodes = [r.cells[key] for r in records if key in r.cells]
-        objects = [n for n in nodes if n.keys]
-        inner = _columns(objects)
-        if len(objects) >= 2 and inner and not any(n.text.startswith("[") for n in nodes):
-            fits = [n for n in objects if set(n.keys or ()) <= set(inner)]
-            inner = [k for k in inner if any(k in n.cells for n in fits)]
-            sub = _Column(key, col.spelled, _layout(fits, inner, marker))
-            write = _Writer(marker)
-            grouped = len(sub.header()) + sum(
-                len(write.row(n, sub.sub or [], [])) if _fits(n, sub.sub or []) else len(n.text)
-                for n in nodes
-            )
-            if grouped < len(col.spelled) + sum(len(n.text) for n in nodes):
-                col = sub
-        columns.append(col)
+        items = [i for n in nodes for i in n.items or ()]
+        candidates = [_Column(key, spelled[key])]
+        if not any(n.text.startswith("[") for n in nodes):
+            candidates.append(_sub(key, spelled[key], [n for n in nodes if n.keys], marker, False))
+        if items and not any(i.text.startswith("[") for i in items):
+            candidates.append(_sub(key, spelled[key], [i for i in items if i.keys], marker, True))
+        write = _Writer(marker)
+        columns.append(min((c for c in candidates if c is not None), key=lambda c: len(
+            c.header()) + sum(len(write.cell(n, c)) for n in nodes)))  # fmt: skip
     return columns
 
 
@@ -217,7 +234,8 @@ def _node(text: str, start: int, end: int, value: Any) -> _Record:
         table = None
         if len(items) >= 2 and not any(isinstance(v, list) for v in value):
             table = _table(items, keyed=False)  # (an array item would be read as a row)
-        return _Record(table if table and len(table) < len(plain) else plain, None, None, {}, {})
+        out = table if table and len(table) < len(plain) else plain
+        return _Record(out, None, None, {}, {}, items)
     if len(found) != len(value):  # duplicate keys: kept exactly as they were
         return _Record(text[start:end], None, None, {}, {})
     spelled: dict[str, str] = {}
@@ -275,9 +293,15 @@ def _rows(value: dict[str, Any]) -> list[Any] | dict[str, Any]:
         for col, cell in zip(columns, row, strict=False):
             if has_marker and type(cell) is type(marker) and cell == marker:
                 continue  # absent
-            if isinstance(col, dict):  # an object column: {name: [its columns]}
+            if isinstance(col, dict):  # {name: [its columns]}, {name: [[its columns]]}
                 ((name, sub),) = col.items()
-                out[name] = record(sub, cell) if isinstance(cell, list) else expand_tables(cell)
+                if not isinstance(cell, list):
+                    out[name] = expand_tables(cell)
+                elif len(sub) == 1 and isinstance(sub[0], list):  # an array of objects
+                    out[name] = [record(sub[0], i) if isinstance(i, list) else expand_tables(i)
+                                 for i in cell]  # fmt: skip
+                else:
+                    out[name] = record(sub, cell)
             else:
                 out[col] = expand_tables(cell)
         return out
