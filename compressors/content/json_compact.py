@@ -191,16 +191,13 @@ def _table(records: list[_Record], keyed: bool) -> str | None:
     if len(fits) < 2 or (keyed and len(fits) < len(records)):
         return None
     keys = [k for k in keys if any(k in r.cells for r in fits)]
-    same: dict[str, str] = {}
-    for k in keys:
-        first = fits[0].cells.get(k)
-        if first is not None and all(k in r.cells and r.cells[k].text == first.text for r in fits):
-            same[k] = first.text
     spelled = {k: v for r in reversed(fits) for k, v in r.spelled.items()}
-    if same and len(fits) * sum(len(v) + 1 for v in same.values()) <= sum(
-        len(spelled[k]) + len(v) + 2 for k, v in same.items()
-    ):
-        same = {}  # too few rows for hoisting to pay
+    same: dict[str, str] = {}  # columns with one value in every row, where hoisting pays
+    for k in keys:
+        v = fits[0].cells[k].text if k in fits[0].cells else ""
+        pays = len(fits) * (len(v) + 1) > len(spelled[k]) + len(v) + 2
+        if v and pays and all(k in r.cells and r.cells[k].text == v for r in fits):
+            same[k] = v
     marker = _marker(fits)
     columns = _layout(fits, [k for k in keys if k not in same], marker)
     write = _Writer(marker)
