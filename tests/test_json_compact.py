@@ -48,7 +48,7 @@ documents = st.one_of(
     st.lists(nested, min_size=2, max_size=10),
     st.dictionaries(st.text(max_size=4), nested, max_size=6),
     st.lists(st.one_of(sparse, constant, scalars), max_size=8),
-    st.dictionaries(st.text(max_size=6), st.one_of(sparse, constant), max_size=8),
+    st.dictionaries(st.text(max_size=6), st.one_of(sparse, constant, constant, cell), max_size=8),
     st.dictionaries(keys, st.one_of(records, st.lists(st.one_of(record, values), max_size=12),
                                     st.dictionaries(keys, sparse)), max_size=3),
 )  # fmt: skip
@@ -128,6 +128,11 @@ def test_optional_keys_constant_columns_and_objects_of_records():
     assert out == ('{"ctxzip_table":[[null,"version","license"],["numpy","2.0","BSD"],'
                    '["scipy","1.14"],["torch","2.6","BSD-3"]]}')  # fmt: skip
     assert json.dumps(expand_tables(json.loads(out))) == json.dumps(pkgs)  # order kept too
+    pkgs = {"numpy": pkgs["numpy"], "count": 3, **pkgs}
+    out = compact(json.dumps(pkgs, indent=2))
+    assert out == ('{"ctxzip_table":[[null,"version","license"],["numpy","2.0","BSD"],'
+                   '{"count":3},["scipy","1.14"],["torch","2.6","BSD-3"]]}')  # fmt: skip
+    assert json.dumps(expand_tables(json.loads(out))) == json.dumps(pkgs)
 
 
 def test_duplicate_keys_and_nested_tables():

@@ -15,9 +15,10 @@ rows are the records' values in that order::
 - ``"same"`` holds the columns whose value is the same (byte for byte) in every row.
 - A record that does not fit (a key no other record has, duplicate keys, or a row that
   would be longer than the object) and a scalar stay in place as themselves.
-- An object whose members are all records becomes a table whose first header cell is
+- An object whose members are records becomes a table whose first header cell is
   ``null``: each row starts with the member's name, e.g.
-  ``{"ctxzip_table":[[null,"version"],["numpy","2.0"],["scipy","1.14"]]}``.
+  ``{"ctxzip_table":[[null,"version"],["numpy","2.0"],["scipy","1.14"],{"count":2}]}``;
+  a member that does not fit stays in place as a one-member object.
 - Tables nest: a cell is compacted the same way.
 
 Each rewrite is applied only where its text is shorter. Every kept token (strings with
@@ -188,7 +189,7 @@ def _table(records: list[_Record], keyed: bool) -> str | None:
     if not keys:
         return None
     fits = [r for r in records if r.keys is not None and set(r.keys) <= set(keys)]
-    if len(fits) < 2 or (keyed and len(fits) < len(records)):
+    if len(fits) < 2:
         return None
     keys = [k for k in keys if any(k in r.cells for r in fits)]
     spelled = {k: v for r in reversed(fits) for k, v in r.spelled.items()}
@@ -201,16 +202,17 @@ def _table(records: list[_Record], keyed: bool) -> str | None:
     marker = _marker(fits)
     columns = _layout(fits, [k for k in keys if k not in same], marker)
     write = _Writer(marker)
+    odd = {id(r): "{" + f"{r.name}:{r.text}" + "}" if keyed else r.text for r in records}
     rows: dict[int, str] = {}
     for r in fits:
         row = write.row(r, columns, [r.name] if keyed and r.name is not None else [])
-        if keyed or len(row) < len(r.text):
+        if len(row) < len(odd[id(r)]):
             rows[id(r)] = row
     if len(rows) < 2:
         return None
     header = ["null"] if keyed else []
     header += [c.header() for c in columns]
-    body = ["[" + ",".join(header) + "]"] + [rows.get(id(r), r.text) for r in records]
+    body = ["[" + ",".join(header) + "]"] + [rows.get(id(r), odd[id(r)]) for r in records]
     head = ""
     if same:
         head += f'"{SAME}":{{' + ",".join(f"{spelled[k]}:{v}" for k, v in same.items()) + "},"
@@ -244,7 +246,7 @@ def _node(text: str, start: int, end: int, value: Any) -> _Record:
     cells = dict(zip(spelled, children, strict=True))
     plain = "{" + ",".join(f"{spelled[k]}:{c.text}" for k, c in cells.items()) + "}"
     table = None
-    if len(value) >= 2 and all(isinstance(v, dict) for v in value.values()):
+    if sum(isinstance(v, dict) for v in value.values()) >= 2:
         table = _table(children, keyed=True)
     out = table if table and len(table) < len(plain) else plain
     return _Record(out, None, tuple(spelled), spelled, cells)
@@ -306,8 +308,9 @@ def _rows(value: dict[str, Any]) -> list[Any] | dict[str, Any]:
     def top(row: list[Any]) -> dict[str, Any]:
         return record(header[keyed:], row[keyed:]) | {k: expand_tables(v) for k, v in same.items()}
 
-    if keyed:
-        return {row[0]: top(row) for row in rows}
+    if keyed:  # a row that is an object: members that were written as they were
+        return {k: v for row in rows for k, v in ([(row[0], top(row))] if isinstance(row, list)
+                else [(k, expand_tables(v)) for k, v in row.items()])}  # fmt: skip
     return [top(row) if isinstance(row, list) else expand_tables(row) for row in rows]
 
 
