@@ -35,10 +35,13 @@ records = st.lists(st.one_of(record, sparse, constant), min_size=2, max_size=12)
 user = st.fixed_dictionaries({"login": st.text(max_size=5), "id": st.integers(0, 10**6)},
                              optional={"site_admin": st.booleans(), "type": cell,
                                        "plan": st.one_of(sparse, constant, cell)})  # fmt: skip
+label = st.fixed_dictionaries({"name": st.text(max_size=4), "color": st.just("d73a4a")},
+                              optional={"id": st.integers(0, 10**9), "x": cell})  # fmt: skip
 nested = st.fixed_dictionaries(  # object columns, at two levels, with odd cells among them
     {"id": st.integers(0, 99), "user": st.one_of(user, user, user, sparse, cell)},
     optional={"meta": st.one_of(sparse, st.dictionaries(keys, sparse, max_size=3), cell),
-              "labels": st.one_of(st.lists(st.one_of(user, user, sparse, scalars), max_size=4),
+              "labels": st.one_of(*[st.lists(label, max_size=4)] * 3,
+                                  st.lists(st.one_of(user, user, sparse, scalars), max_size=4),
                                   st.lists(st.lists(scalars, max_size=2), max_size=2), cell)},
 )  # fmt: skip
 documents = st.one_of(
@@ -165,9 +168,9 @@ def test_object_columns_and_columns_of_records_become_sub_rows():
     issues[2]["user"] = None  # a cell that is no object stays itself
     out = compact(json.dumps(issues, indent=2))
     assert out == (
-        '{"ctxzip_table":[["number",{"user":["login","id","type"]},"labels","state"],'
-        '[1,["u1",7,"User"],[],"open"],[2,["u2",14,"User"],[],"closed"],[3,null,[],"open"],'
-        '[4,["u4",28,"User"],[],"closed"]]}'
+        '{"same":{"user":{"type":"User"}},"ctxzip_table":[["number",{"user":["login","id"]},'
+        '"labels","state"],[1,["u1",7],[],"open"],[2,["u2",14],[],"closed"],[3,null,[],"open"],'
+        '[4,["u4",28],[],"closed"]]}'
     )
     assert _same(expand_tables(json.loads(out)), issues)
     addrs = [{"ifname": f"eth{n}", "addr_info": [{"family": "inet", "local": f"10.0.0.{n}",
@@ -180,3 +183,15 @@ def test_object_columns_and_columns_of_records_become_sub_rows():
         '["eth2",[["inet","10.0.0.2",24],["inet6","fe80::2"]]]]}'
     )
     assert json.dumps(expand_tables(json.loads(out))) == json.dumps(addrs)
+
+
+def test_constants_of_object_columns_are_hoisted_under_their_column():
+    pods = [{"name": f"web-{n}", "spec": {"node": f"n{n % 2}", "restartPolicy": "Always",
+             "dnsPolicy": "ClusterFirst"}} for n in range(4)]  # fmt: skip
+    out = compact(json.dumps(pods, indent=2))
+    assert out == (
+        '{"same":{"spec":{"restartPolicy":"Always","dnsPolicy":"ClusterFirst"}},'
+        '"ctxzip_table":[["name",{"spec":["node"]}],["web-0",["n0"]],["web-1",["n1"]],'
+        '["web-2",["n0"]],["web-3",["n1"]]]}'
+    )
+    assert _same(expand_tables(json.loads(out)), pods)

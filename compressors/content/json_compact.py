@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ctxzip.compressors.content.json_records import members
@@ -72,12 +72,19 @@ class _Column:
     spelled: str
     sub: list[_Column] | None = None
     many: bool = False
+    fit: frozenset[str] = frozenset()  # the keys an object may have to be a sub-row
+    same: list[str] = field(default_factory=list)  # members every sub-row has, hoisted
 
     def header(self) -> str:
         if self.sub is None:
             return self.spelled
         inner = "[" + ",".join(c.header() for c in self.sub) + "]"
         return "{" + self.spelled + ":" + (f"[{inner}]" if self.many else inner) + "}"
+
+    def hoisted(self) -> str:
+        """Its sub-rows' hoisted members (and its sub-columns'), as a member of "same"."""
+        parts = self.same + [h for c in self.sub or () if (h := c.hoisted())]
+        return self.spelled + ":{" + ",".join(parts) + "}" if parts else ""
 
 
 def _scalar(cell: str) -> Any:
@@ -120,8 +127,15 @@ def _columns(records: list[_Record]) -> list[str]:
     return [k for k in order if seen[k] >= 2]
 
 
-def _fits(r: _Record, columns: list[_Column]) -> bool:
-    return r.keys is not None and set(r.keys) <= {c.key for c in columns}
+def _hoist(fits: list[_Record], keys: list[str], spelled: dict[str, str]) -> dict[str, str]:
+    """The keys with one value (byte for byte) in every record, where writing it once pays."""
+    same: dict[str, str] = {}
+    for k in keys:
+        v = fits[0].cells[k].text if k in fits[0].cells else ""
+        pays = len(fits) * (len(v) + 1) > len(spelled[k]) + len(v) + 2
+        if v and pays and all(k in r.cells and r.cells[k].text == v for r in fits):
+            same[k] = v
+    return same
 
 
 class _Writer:
@@ -140,7 +154,8 @@ class _Writer:
                 + ",".join(self.cell(i, replace(col, many=False)) for i in node.items or ())
                 + "]"
             )
-        return self.row(node, col.sub, []) if _fits(node, col.sub) else node.text
+        fits = node.keys is not None and set(node.keys) <= col.fit
+        return self.row(node, col.sub, []) if fits else node.text
 
     def row(self, r: _Record, columns: list[_Column], lead: list[str]) -> str:
         cells: list[str | None] = []
@@ -160,7 +175,11 @@ def _sub(key: str, spelled: str, objects: list[_Record], marker: str, many: bool
         return None
     fits = [n for n in objects if set(n.keys or ()) <= set(inner)]
     inner = [k for k in inner if any(k in n.cells for n in fits)]
-    return _Column(key, spelled, _layout(fits, inner, marker), many)
+    names = {k: v for n in reversed(fits) for k, v in n.spelled.items()}
+    same = _hoist(fits, inner, names)
+    sub = _layout(fits, [k for k in inner if k not in same], marker)
+    return _Column(key, spelled, sub, many, frozenset(inner),
+                   [f"{names[k]}:{v}" for k, v in same.items()])  # fmt: skip
 
 
 def _layout(records: list[_Record], keys: list[str], marker: str) -> list[_Column]:
@@ -179,7 +198,7 @@ def _layout(records: list[_Record], keys: list[str], marker: str) -> list[_Colum
             candidates.append(_sub(key, spelled[key], [i for i in items if i.keys], marker, True))
         write = _Writer(marker)
         columns.append(min((c for c in candidates if c is not None), key=lambda c: len(
-            c.header()) + sum(len(write.cell(n, c)) for n in nodes)))  # fmt: skip
+            c.header()) + len(c.hoisted()) + sum(len(write.cell(n, c)) for n in nodes)))  # fmt: skip
     return columns
 
 
@@ -193,12 +212,7 @@ def _table(records: list[_Record], keyed: bool) -> str | None:
         return None
     keys = [k for k in keys if any(k in r.cells for r in fits)]
     spelled = {k: v for r in reversed(fits) for k, v in r.spelled.items()}
-    same: dict[str, str] = {}  # columns with one value in every row, where hoisting pays
-    for k in keys:
-        v = fits[0].cells[k].text if k in fits[0].cells else ""
-        pays = len(fits) * (len(v) + 1) > len(spelled[k]) + len(v) + 2
-        if v and pays and all(k in r.cells and r.cells[k].text == v for r in fits):
-            same[k] = v
+    same = _hoist(fits, keys, spelled)
     marker = _marker(fits)
     columns = _layout(fits, [k for k in keys if k not in same], marker)
     write = _Writer(marker)
@@ -214,8 +228,10 @@ def _table(records: list[_Record], keyed: bool) -> str | None:
     header += [c.header() for c in columns]
     body = ["[" + ",".join(header) + "]"] + [rows.get(id(r), odd[id(r)]) for r in records]
     head = ""
-    if same:
-        head += f'"{SAME}":{{' + ",".join(f"{spelled[k]}:{v}" for k, v in same.items()) + "},"
+    hoisted = [f"{spelled[k]}:{v}" for k, v in same.items()]
+    hoisted += [h for c in columns if (h := c.hoisted())]
+    if hoisted:
+        head += f'"{SAME}":{{' + ",".join(hoisted) + "},"
     if write.used:
         head += f'"{ABSENT}":{marker},'
     return "{" + head + f'"{TABLE}":[' + ",".join(body) + "]}"
@@ -287,26 +303,30 @@ def _rows(value: dict[str, Any]) -> list[Any] | dict[str, Any]:
     marker = value.get(ABSENT)
     same = value.get(SAME, {})
 
-    def record(columns: list[Any], row: list[Any]) -> dict[str, Any]:
+    def record(columns: list[Any], row: list[Any], same: dict[str, Any]) -> dict[str, Any]:
+        """One row; `same`: the members hoisted out of these columns' rows (for a column of
+        objects, under its name: those hoisted out of its sub-rows)."""
         out = {}
+        groups = {name for col in columns if isinstance(col, dict) for name in col}
         for col, cell in zip(columns, row, strict=False):
             if has_marker and type(cell) is type(marker) and cell == marker:
                 continue  # absent
             if isinstance(col, dict):  # {name: [its columns]}, {name: [[its columns]]}
                 ((name, sub),) = col.items()
+                inner = same.get(name, {})
                 if not isinstance(cell, list):
                     out[name] = expand_tables(cell)
                 elif len(sub) == 1 and isinstance(sub[0], list):  # an array of objects
-                    out[name] = [record(sub[0], i) if isinstance(i, list) else expand_tables(i)
-                                 for i in cell]  # fmt: skip
+                    out[name] = [record(sub[0], i, inner) if isinstance(i, list)
+                                 else expand_tables(i) for i in cell]  # fmt: skip
                 else:
-                    out[name] = record(sub, cell)
+                    out[name] = record(sub, cell, inner)
             else:
                 out[col] = expand_tables(cell)
-        return out
+        return out | {k: expand_tables(v) for k, v in same.items() if k not in groups}
 
     def top(row: list[Any]) -> dict[str, Any]:
-        return record(header[keyed:], row[keyed:]) | {k: expand_tables(v) for k, v in same.items()}
+        return record(header[keyed:], row[keyed:], same)
 
     if keyed:  # a row that is an object: members that were written as they were
         return {k: v for row in rows for k, v in ([(row[0], top(row))] if isinstance(row, list)
