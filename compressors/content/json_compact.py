@@ -8,23 +8,28 @@ rows are the records' values in that order::
     [{"id": 1, "name": "a", "kind": "f"}, {"id": 2, "kind": "f"}, {"kind": "f", "id": 3, "name": "c"}]
     -> {"same":{"kind":"f"},"ctxzip_table":[["id","name"],[1,"a"],[2],[3,"c"]]}
 
-- The columns are the keys shared by at least two records (in the first record's order,
-  then as they appear). A row shorter than the header lacks its last keys; a key missing
-  in between is written as the value declared by ``"absent"`` (``null``, or a string no
-  cell of that table holds), e.g. ``{"absent":null,"ctxzip_table":[["a","b"],[null,2]]}``.
-- ``"same"`` holds the columns whose value is the same (byte for byte) in every row.
-- A record that does not fit (a key no other record has, duplicate keys, or a row that
-  would be longer than the object) and a scalar stay in place as themselves.
+- Columns: the keys shared by at least two records (the most common key order first).
+  A row shorter than the header lacks its last keys; a key missing in between is written
+  as the value declared by ``"absent"`` (``null``, or a string no cell of that table
+  holds): ``{"absent":null,"ctxzip_table":[["a","b"],[null,2]]}`` is ``[{"b": 2}]``.
+- ``"same"``: members that every row has with the same value (byte for byte), written once.
+- A column of objects has the header cell ``{"user":["login","id"]}``: its cells are
+  sub-rows (``["octocat",1]``); a column of arrays of objects has ``{"labels":[["name"]]}``:
+  its cells are arrays of sub-rows. Their constant members go to ``"same"`` under the
+  column's name (``"same":{"user":{"type":"User"}}``); a cell that does not fit (no
+  object, other keys) is written as itself.
 - An object whose members are records becomes a table whose first header cell is
-  ``null``: each row starts with the member's name, e.g.
-  ``{"ctxzip_table":[[null,"version"],["numpy","2.0"],["scipy","1.14"],{"count":2}]}``;
-  a member that does not fit stays in place as a one-member object.
+  ``null``: each row starts with the member's name, and a member that is no record stays
+  as a one-member object: ``{"ctxzip_table":[[null,"v"],["numpy","2.0"],{"count":1}]}``
+  is ``{"numpy": {"v": "2.0"}, "count": 1}``.
+- A record that does not fit (a key no other record has, duplicate keys, or a row longer
+  than the object) stays in place as itself, and so does an array's scalar item.
 - Tables nest: a cell is compacted the same way.
 
 Each rewrite is applied only where its text is shorter. Every kept token (strings with
 their escapes, numbers as written) is the very substring of the input. `expand_tables`
 returns a value equal to the original (objects as unordered, as JSON has them; the key
-order is kept too unless records differed in key order or a column went to ``"same"``).
+order is kept too unless records differed in key order or a member went to ``"same"``).
 Text that already holds ``"ctxzip_table"`` is only minified, so a table is never ambiguous.
 """
 
@@ -178,6 +183,8 @@ def _sub(key: str, spelled: str, objects: list[_Record], marker: str, many: bool
     names = {k: v for n in reversed(fits) for k, v in n.spelled.items()}
     same = _hoist(fits, inner, names)
     sub = _layout(fits, [k for k in inner if k not in same], marker)
+    if not sub:
+        return None  # sub-rows with no cells would read as empty arrays
     return _Column(key, spelled, sub, many, frozenset(inner),
                    [f"{names[k]}:{v}" for k, v in same.items()])  # fmt: skip
 
@@ -215,6 +222,8 @@ def _table(records: list[_Record], keyed: bool) -> str | None:
     same = _hoist(fits, keys, spelled)
     marker = _marker(fits)
     columns = _layout(fits, [k for k in keys if k not in same], marker)
+    if not columns:
+        return None  # rows with no cells would read as empty arrays
     write = _Writer(marker)
     odd = {id(r): "{" + f"{r.name}:{r.text}" + "}" if keyed else r.text for r in records}
     rows: dict[int, str] = {}
