@@ -9,7 +9,11 @@ that is missing is skipped. Each document is capped at `CAP` characters by short
 its longest array (a prefix of the records the tool printed), as an agent's result cap
 would, and is served 2-space pretty-printed like the rest of the MCP benchmark.
 
-    .venv/bin/python benchmarks/json_corpus.py   # lists the set with sizes
+    .venv/bin/python benchmarks/json_corpus.py   # the set, and what compaction removes
+
+Run as a script it prints, per document and in total (all, and the record-shaped ones:
+an array or object holding at least two records), the gpt-4o tokens that minifying and
+`json_compact.compact` remove, after checking every value comes back.
 """
 
 from __future__ import annotations
@@ -99,6 +103,37 @@ def broad_json() -> list[tuple[str, str]]:
     return out
 
 
-if __name__ == "__main__":
+def record_shaped(value: Any) -> bool:
+    """Whether `value` holds an array (or object) with at least two records in it."""
+    items = (
+        value
+        if isinstance(value, list)
+        else list(value.values())
+        if isinstance(value, dict)
+        else []
+    )
+    return sum(isinstance(v, dict) for v in items) >= 2 or any(record_shaped(v) for v in items)
+
+
+def main() -> None:
+    from ctxzip.compressors.content.json_compact import compact, expand_tables, minify
+    from ctxzip.tokens import count_tokens
+
+    totals = {"all": [0, 0, 0], "record-shaped": [0, 0, 0]}
+    print("| source | tokens | minified | compact |\n|---|---|---|---|")
     for source, text in broad_json():
-        print(f"{len(text):>7}  {source}")
+        out = compact(text) or text
+        same = json.dumps(expand_tables(json.loads(out)), sort_keys=True) == json.dumps(
+            json.loads(text), sort_keys=True
+        )
+        assert same, f"{source}: a value changed"
+        n = [count_tokens(t, "gpt-4o") for t in (text, minify(text), out)]
+        print(f"| {source} | {n[0]} | {1 - n[1] / n[0]:.1%} | {1 - n[2] / n[0]:.1%} |")
+        for name in ("all", "record-shaped") if record_shaped(json.loads(text)) else ("all",):
+            totals[name] = [a + b for a, b in zip(totals[name], n, strict=True)]
+    for name, (t, m, c) in totals.items():
+        print(f"| **{name}** | {t} | {1 - m / t:.1%} | {1 - c / t:.1%} |")
+
+
+if __name__ == "__main__":
+    main()
