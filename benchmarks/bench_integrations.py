@@ -19,7 +19,8 @@ needle questions). Each result is served as a tool result through:
   mcp lossless (broad JSON set)
                 the lossless mode again, over benchmarks/json_corpus.py: real JSON outputs
                 of system and package tools (``ip -j``, ``lsblk -J``, ``pip inspect``, SBOMs,
-                schemas, ...), made on the machine, pretty-printed as servers send them
+                schemas, ...), made on the machine, pretty-printed as servers send them;
+                again over its record-shaped documents (an array or object of records)
 
 "Every value equal" compares decoded values: numbers by type and value (1, 1.0 and true
 apart), objects unordered, as JSON defines them.
@@ -57,7 +58,7 @@ from bench_tool_results import READER, Case, corpus  # noqa: E402
 from gemini_fakes import GeminiUpstream  # noqa: E402
 from google import genai  # noqa: E402
 from google.genai import types  # noqa: E402
-from json_corpus import broad_json  # noqa: E402
+from json_corpus import broad_json, record_shaped  # noqa: E402
 from mcp import Client, StdioServerParameters  # noqa: E402
 from test_proxy_fakes import make_config, run_proxy, serve  # noqa: E402
 
@@ -198,12 +199,12 @@ def _omitted_ok(expanded: str, lossy_input: str, json_note: bool) -> bool:
 
 
 async def mcp_surface(cases: list[Case], broad: list[Case], tmp: Path, floor: int,
-                      rate: float) -> tuple[Tally, Tally, Tally, Tally]:  # fmt: skip
+                      rate: float) -> tuple[Tally, ...]:  # fmt: skip
     path = tmp / "corpus.json"
     path.write_text(json.dumps([{"kind": c.kind, "text": c.text} for c in cases + broad]))
     server = [str(ROOT / "benchmarks" / "mcp_corpus_server.py"), str(path)]
     wrapper = ["-m", "ctxzip.cli", "mcp-proxy"]
-    lossless, lossy, structured, wide = Tally(), Tally(), Tally(), Tally()
+    lossless, lossy, structured, wide, shaped = Tally(), Tally(), Tally(), Tally(), Tally()
     env = dict(os.environ)
     modes = ((lossless, ["--lossless-only"]), (lossy, ["--floor", str(floor), "--rate", str(rate),
                                                        "--prose-method", "extractive"]))  # fmt: skip
@@ -223,6 +224,9 @@ async def mcp_surface(cases: list[Case], broad: list[Case], tmp: Path, floor: in
                     same = same_values(expand_tables(json.loads(text)), json.loads(before))
                     sink.check("values_equal", same)
                     if sink is wide:
+                        if record_shaped(json.loads(before)):
+                            shaped.add(case, before, text)
+                            shaped.check("values_equal", same)
                         continue
                     both = await client.call_tool("structured", {"index": i})
                     value = both.structured_content
@@ -241,7 +245,7 @@ async def mcp_surface(cases: list[Case], broad: list[Case], tmp: Path, floor: in
                         expanded = "".join(b.text for b in got.content if b.type == "text")
                         tally.check("expand_identical", not got.is_error and _omitted_ok(
                             expanded, lossy_input, is_note))  # fmt: skip
-    return lossless, structured, lossy, wide
+    return lossless, structured, lossy, wide, shaped
 
 
 # ---- main --------------------------------------------------------------------------------
@@ -270,12 +274,13 @@ def main() -> None:
                 rows["litellm"] = got if isinstance(got, str) else got.row()
                 print(f"litellm done ({time.perf_counter() - start:.0f}s)", file=sys.stderr)
         broad = [Case("json", "broad: " + source, text) for source, text in broad_json()]
-        lossless, structured, lossy, wide = asyncio.run(mcp_surface(
+        lossless, structured, lossy, wide, shaped = asyncio.run(mcp_surface(
             cases, broad, Path(tmp), args.floor, args.rate))  # fmt: skip
         rows["mcp lossless (json)"] = lossless.row()
         rows["mcp lossless (json + structuredContent)"] = structured.row()
         rows["mcp lossy"] = lossy.row()
         rows["mcp lossless (broad JSON set)"] = wide.row()
+        rows["mcp lossless (broad JSON set, record-shaped)"] = shaped.row()
     targets = {
         "gemini": lambda r: r["removed"] >= 0.5 and r["needles"] >= 0.95,
         "litellm": lambda r: r["removed"] >= 0.5 and r["needles"] >= 0.95,
@@ -285,6 +290,9 @@ def main() -> None:
         ),
         "mcp lossy": lambda r: r["removed"] >= 0.5 and _all(r.get("expand_identical", "0/0")),
         "mcp lossless (broad JSON set)": lambda r: r["removed"] >= 0.4 and _all(r["values_equal"]),
+        "mcp lossless (broad JSON set, record-shaped)": lambda r: (
+            r["removed"] >= 0.4 and _all(r["values_equal"])
+        ),
     }
     print(f"\nrate {args.rate}; mcp floor {args.floor} tokens; tokens in {READER}'s tokenizer\n")
     print(
