@@ -198,7 +198,7 @@ def _layout(records: list[_Record], keys: list[str], marker: str) -> list[_Colum
     for key in keys:
         nodes = [r.cells[key] for r in records if key in r.cells]
         items = [i for n in nodes for i in n.items or ()]
-        candidates = [_Column(key, spelled[key])]
+        candidates: list[_Column | None] = [_Column(key, spelled[key])]
         if not any(n.text.startswith("[") for n in nodes):
             candidates.append(_sub(key, spelled[key], [n for n in nodes if n.keys], marker, False))
         if items and not any(i.text.startswith("[") for i in items):
