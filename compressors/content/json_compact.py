@@ -8,7 +8,8 @@ rows are the records' values in that order::
     [{"id": 1, "name": "a", "kind": "f"}, {"id": 2, "kind": "f"}, {"kind": "f", "id": 3, "name": "c"}]
     -> {"same":{"kind":"f"},"ctxzip_table":[["id","name"],[1,"a"],[2],[3,"c"]]}
 
-- Columns: the keys shared by at least two records (the most common key order first).
+- Columns: the records' keys, the most common key order first (in an object of records:
+  the keys at least two members share).
   A row shorter than the header lacks its last keys; a key missing in between is written
   as the value declared by ``"absent"`` (``null``, or a string no cell of that table
   holds): ``{"absent":null,"ctxzip_table":[["a","b"],[null,2]]}`` is ``[{"b": 2}]``.
@@ -22,8 +23,9 @@ rows are the records' values in that order::
   ``null``: each row starts with the member's name, and a member that is no record stays
   as a one-member object: ``{"ctxzip_table":[[null,"v"],["numpy","2.0"],{"count":1}]}``
   is ``{"numpy": {"v": "2.0"}, "count": 1}``.
-- A record that does not fit (a key no other record has, duplicate keys, or a row longer
-  than the object) stays in place as itself, and so does an array's scalar item.
+- A record that does not fit (duplicate keys, a row longer than the object, or in an
+  object of records a key no other member has) stays in place as itself, and so does an
+  array's scalar item.
 - Tables nest: a cell is compacted the same way.
 
 Each rewrite is applied only where its text is shorter. Every kept token (strings with
@@ -120,8 +122,8 @@ def _marker(records: list[_Record]) -> str:
     return json.dumps(f"ctxzip_absent{n}")
 
 
-def _columns(records: list[_Record]) -> list[str]:
-    """Keys shared by two records or more: the most common key order first, then others."""
+def _columns(records: list[_Record], least: int = 2) -> list[str]:
+    """Keys of at least `least` records: the most common key order first, then others."""
     shapes = Counter(r.keys for r in records if r.keys)
     if not shapes:
         return []
@@ -129,7 +131,7 @@ def _columns(records: list[_Record]) -> list[str]:
     order = dict.fromkeys(shapes.most_common(1)[0][0])
     for r in records:
         order.update(dict.fromkeys(r.keys or ()))
-    return [k for k in order if seen[k] >= 2]
+    return [k for k in order if seen[k] >= least]
 
 
 def _hoist(fits: list[_Record], keys: list[str], spelled: dict[str, str]) -> dict[str, str]:
@@ -175,7 +177,7 @@ class _Writer:
 
 def _sub(key: str, spelled: str, objects: list[_Record], marker: str, many: bool) -> _Column | None:
     """A column whose objects (`many`: whose arrays' objects) are written as sub-rows."""
-    inner = _columns(objects)
+    inner = _columns(objects, 1)
     if len(objects) < 2 or not inner:
         return None
     fits = [n for n in objects if set(n.keys or ()) <= set(inner)]
@@ -211,26 +213,31 @@ def _layout(records: list[_Record], keys: list[str], marker: str) -> list[_Colum
 
 def _table(records: list[_Record], keyed: bool) -> str | None:
     """`records` as a table object, or None when there is nothing to gain."""
-    keys = _columns(records)
+    # an object's members are often of unrelated shapes: columns only for shared keys
+    keys = _columns(records, 2 if keyed else 1)
     if not keys:
         return None
     fits = [r for r in records if r.keys is not None and set(r.keys) <= set(keys)]
-    if len(fits) < 2:
-        return None
-    keys = [k for k in keys if any(k in r.cells for r in fits)]
-    spelled = {k: v for r in reversed(fits) for k, v in r.spelled.items()}
-    same = _hoist(fits, keys, spelled)
-    marker = _marker(fits)
-    columns = _layout(fits, [k for k in keys if k not in same], marker)
-    if not columns:
-        return None  # rows with no cells would read as empty arrays
-    write = _Writer(marker)
     odd = {id(r): "{" + f"{r.name}:{r.text}" + "}" if keyed else r.text for r in records}
-    rows: dict[int, str] = {}
-    for r in fits:
-        row = write.row(r, columns, [r.name] if keyed and r.name is not None else [])
-        if len(row) < len(odd[id(r)]):
-            rows[id(r)] = row
+    for _ in range(2):  # again without the records that came out longer as rows
+        if len(fits) < 2:
+            return None
+        keys = [k for k in keys if any(k in r.cells for r in fits)]
+        spelled = {k: v for r in reversed(fits) for k, v in r.spelled.items()}
+        same = _hoist(fits, keys, spelled)
+        marker = _marker(fits)
+        columns = _layout(fits, [k for k in keys if k not in same], marker)
+        if not columns:
+            return None  # rows with no cells would read as empty arrays
+        write = _Writer(marker)
+        rows: dict[int, str] = {}
+        for r in fits:
+            row = write.row(r, columns, [r.name] if keyed and r.name is not None else [])
+            if len(row) < len(odd[id(r)]):
+                rows[id(r)] = row
+        if len(rows) == len(fits):
+            break
+        fits = [r for r in fits if id(r) in rows]
     if len(rows) < 2:
         return None
     header = ["null"] if keyed else []
