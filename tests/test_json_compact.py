@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -57,6 +58,10 @@ documents = st.one_of(
 )  # fmt: skip
 
 
+SPELLED = re.compile(r'"(?:[^"\\]|\\.)*"|-?\d[\d.eE+-]*')
+OURS = {'"ctxzip_table"', '"same"', '"absent"', '"-"', '"~"', '"?"', '""', '"ctxzip_absent0"'}
+
+
 def _same(a: object, b: object) -> bool:
     """Equal value for value (1, 1.0 and true apart); objects unordered, as in JSON."""
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
@@ -70,6 +75,9 @@ def test_every_value_comes_back(value, indent):
     assert out is not None
     assert _same(expand_tables(json.loads(out)), json.loads(text))
     assert len(out) <= len(minify(text))
+    # every string and number is spelled as in the input (only the format's own are new)
+    mini = minify(text)
+    assert all(t in mini or t in OURS for t in SPELLED.findall(out))
 
 
 @settings(max_examples=200, deadline=None)
