@@ -16,6 +16,14 @@ needle questions). Each result is served as a tool result through:
                 that SDK servers add (tokens counted over both, as a client sees them)
   mcp lossy     the same with lossy compression above the token floor; every marker's key
                 is resolved with ``ctxzip_expand`` and checked byte for byte
+  mcp lossless (broad JSON set)
+                the lossless mode again, over benchmarks/json_corpus.py: real JSON outputs
+                of system and package tools (``ip -j``, ``lsblk -J``, ``pip inspect``, SBOMs,
+                schemas, ...), made on the machine, pretty-printed as servers send them;
+                again over its record-shaped documents (an array or object of records)
+
+"Every value equal" compares decoded values: numbers by type and value (1, 1.0 and true
+apart), objects unordered, as JSON defines them.
 
 Targets (issue 24): gemini and litellm remove >= 50% of tool-result tokens and keep
 >= 95% of needles; mcp lossless removes >= 40% of JSON tokens with every value equal
@@ -50,6 +58,7 @@ from bench_tool_results import READER, Case, corpus  # noqa: E402
 from gemini_fakes import GeminiUpstream  # noqa: E402
 from google import genai  # noqa: E402
 from google.genai import types  # noqa: E402
+from json_corpus import broad_json, record_shaped  # noqa: E402
 from mcp import Client, StdioServerParameters  # noqa: E402
 from test_proxy_fakes import make_config, run_proxy, serve  # noqa: E402
 
@@ -89,6 +98,11 @@ class Tally:
                 "removed": 1 - self.t_out / self.t_in if self.t_in else 0.0,
                 "needles": self.kept / self.needles if self.needles else 1.0,
                 **{k: f"{sum(v)}/{len(v)}" for k, v in self.checks.items()}}  # fmt: skip
+
+
+def same_values(a: Any, b: Any) -> bool:
+    """Equal after decoding: 1, 1.0 and true apart; objects unordered, as in JSON."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 def tool_value(case: Case) -> Any:
@@ -184,13 +198,13 @@ def _omitted_ok(expanded: str, lossy_input: str, json_note: bool) -> bool:
     return bool(found) and all(expanded[p:e] in lossy_input for _, p, _s, e in found)
 
 
-async def mcp_surface(cases: list[Case], tmp: Path, floor: int,
-                      rate: float) -> tuple[Tally, Tally, Tally]:  # fmt: skip
+async def mcp_surface(cases: list[Case], broad: list[Case], tmp: Path, floor: int,
+                      rate: float) -> tuple[Tally, ...]:  # fmt: skip
     path = tmp / "corpus.json"
-    path.write_text(json.dumps([{"kind": c.kind, "text": c.text} for c in cases]))
+    path.write_text(json.dumps([{"kind": c.kind, "text": c.text} for c in cases + broad]))
     server = [str(ROOT / "benchmarks" / "mcp_corpus_server.py"), str(path)]
     wrapper = ["-m", "ctxzip.cli", "mcp-proxy"]
-    lossless, lossy, structured = Tally(), Tally(), Tally()
+    lossless, lossy, structured, wide, shaped = Tally(), Tally(), Tally(), Tally(), Tally()
     env = dict(os.environ)
     modes = ((lossless, ["--lossless-only"]), (lossy, ["--floor", str(floor), "--rate", str(rate),
                                                        "--prose-method", "extractive"]))  # fmt: skip
@@ -198,25 +212,30 @@ async def mcp_surface(cases: list[Case], tmp: Path, floor: int,
         params = StdioServerParameters(command=sys.executable, env=env,
                                        args=[*wrapper, *options, "--", sys.executable, *server])  # fmt: skip
         async with Client(params, read_timeout_seconds=300) as client:
-            for i, case in enumerate(cases):
+            for i, case in enumerate(cases + broad if tally is lossless else cases):
                 if tally is lossless and case.kind != "json":
                     continue
+                sink = wide if i >= len(cases) else tally  # the broad set: its own row
                 result = await client.call_tool("result", {"index": i, "query": case.query})
                 text = "".join(b.text for b in result.content if b.type == "text")
                 before = served(case)
-                tally.add(case, before, text)
+                sink.add(case, before, text)
                 if tally is lossless:
-                    same = json.dumps(expand_tables(json.loads(text))) == json.dumps(
-                        json.loads(before))  # fmt: skip
-                    tally.check("values_equal", same)
+                    same = same_values(expand_tables(json.loads(text)), json.loads(before))
+                    sink.check("values_equal", same)
+                    if sink is wide:
+                        if record_shaped(json.loads(before)):
+                            shaped.add(case, before, text)
+                            shaped.check("values_equal", same)
+                        continue
                     both = await client.call_tool("structured", {"index": i})
                     value = both.structured_content
                     seen = [b.text for b in both.content if b.type == "text"]
                     structured.add(case, before + json.dumps(value, ensure_ascii=False),
                                    "".join(seen) + json.dumps(value, ensure_ascii=False))  # fmt: skip
                     original = json.loads(case.text)
-                    structured.check("values_equal", value == (
-                        original if isinstance(original, dict) else {"result": original}))  # fmt: skip
+                    structured.check("values_equal", same_values(value, (
+                        original if isinstance(original, dict) else {"result": original})))  # fmt: skip
                     continue
                 small = compact(before)
                 lossy_input = small if small is not None and len(small) < len(before) else before
@@ -226,7 +245,7 @@ async def mcp_surface(cases: list[Case], tmp: Path, floor: int,
                         expanded = "".join(b.text for b in got.content if b.type == "text")
                         tally.check("expand_identical", not got.is_error and _omitted_ok(
                             expanded, lossy_input, is_note))  # fmt: skip
-    return lossless, structured, lossy
+    return lossless, structured, lossy, wide, shaped
 
 
 # ---- main --------------------------------------------------------------------------------
@@ -254,11 +273,14 @@ def main() -> None:
                 got = litellm_surface(cases, fake, up, Path(tmp))
                 rows["litellm"] = got if isinstance(got, str) else got.row()
                 print(f"litellm done ({time.perf_counter() - start:.0f}s)", file=sys.stderr)
-        lossless, structured, lossy = asyncio.run(mcp_surface(cases, Path(tmp), args.floor,
-                                                              args.rate))  # fmt: skip
+        broad = [Case("json", "broad: " + source, text) for source, text in broad_json()]
+        lossless, structured, lossy, wide, shaped = asyncio.run(mcp_surface(
+            cases, broad, Path(tmp), args.floor, args.rate))  # fmt: skip
         rows["mcp lossless (json)"] = lossless.row()
         rows["mcp lossless (json + structuredContent)"] = structured.row()
         rows["mcp lossy"] = lossy.row()
+        rows["mcp lossless (broad JSON set)"] = wide.row()
+        rows["mcp lossless (broad JSON set, record-shaped)"] = shaped.row()
     targets = {
         "gemini": lambda r: r["removed"] >= 0.5 and r["needles"] >= 0.95,
         "litellm": lambda r: r["removed"] >= 0.5 and r["needles"] >= 0.95,
@@ -267,6 +289,10 @@ def main() -> None:
             r["removed"] >= 0.4 and _all(r["values_equal"])
         ),
         "mcp lossy": lambda r: r["removed"] >= 0.5 and _all(r.get("expand_identical", "0/0")),
+        "mcp lossless (broad JSON set)": lambda r: r["removed"] >= 0.4 and _all(r["values_equal"]),
+        "mcp lossless (broad JSON set, record-shaped)": lambda r: (
+            r["removed"] >= 0.4 and _all(r["values_equal"])
+        ),
     }
     print(f"\nrate {args.rate}; mcp floor {args.floor} tokens; tokens in {READER}'s tokenizer\n")
     print(

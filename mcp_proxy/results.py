@@ -3,8 +3,9 @@
 Lossless first, always (for tools the include/exclude lists allow):
 
 1. a text block that only repeats ``structuredContent`` (the same JSON value) is dropped;
-2. a JSON text block is minified, and its uniform record arrays written as tables that
-   are still valid JSON (`ctxzip.compressors.content.json_compact`).
+2. a JSON text block is minified, and its records (arrays or objects of them, optional
+   keys and nested records included) written as tables that are still valid JSON
+   (`ctxzip.compressors.content.json_compact`).
 
 Lossy only when on and the text is still above the tool's token floor: the text goes
 through the content router (`content` compressor) with the call's arguments as the
