@@ -32,17 +32,6 @@ def joined_pieces(text: str, spans: list[Span]) -> list[tuple[int, int, int]]:
     return [(a, s, e) for a, (s, e) in zip(at, merged, strict=True)]
 
 
-def _merged_values(spans: list[Span], values: list[float]) -> list[float]:
-    """The best value of the spans merged into each of `merge_spans(spans)`."""
-    merged = merge_spans(spans)
-    out = [float("-inf")] * len(merged)
-    starts = [a for a, _ in merged]
-    for (a, _), v in zip(spans, values, strict=True):
-        i = bisect_right(starts, a) - 1
-        out[i] = max(out[i], v)
-    return out
-
-
 def map_back(pieces: list[tuple[int, int, int]], spans: list[Span]) -> list[Span]:
     """Spans of the joined text, as spans of the original text (cut at piece edges)."""
     starts = [p[0] for p in pieces]
@@ -94,6 +83,7 @@ class CoarseToFineCompressor(BaseCompressor):
         expand: float = 2.0,
         question_aware: bool = True,
         sentence_weight: float = 2.0,
+        whole: float = 0.5,
         extractive: dict[str, Any] | None = None,
         token_classification: dict[str, Any] | None = None,
     ) -> None:
@@ -101,8 +91,14 @@ class CoarseToFineCompressor(BaseCompressor):
         if expand < 1.0:
             raise InputError("expand must be >= 1")
         self.expand = float(expand)
+        if not 0.0 <= whole <= 1.0:
+            raise InputError("whole must be in [0, 1]")
         self.sentence_weight = float(sentence_weight)
-        self.coarse = ExtractiveCompressor(tokenizer=tokenizer, **(extractive or {}))
+        self.whole = float(whole)
+        nested = self.whole / self.expand if self.whole else None
+        self.coarse = ExtractiveCompressor(
+            tokenizer=tokenizer, **{"nested": nested, **(extractive or {})}
+        )
         fine = {"question_aware": question_aware, **(token_classification or {})}
         self.fine = TokenClassificationCompressor(tokenizer=tokenizer, **fine)
 
@@ -139,21 +135,32 @@ class CoarseToFineCompressor(BaseCompressor):
     def _priors(
         self, request: CompressionRequest, first: CompressionResult
     ) -> list[list[tuple[int, int, float]]]:
-        """Per stage-1 text, each kept sentence's span there with a bonus of `sentence_weight`
-        x its relevance (stage 1's score, scaled to 0..1 over the request): words of the
-        best sentences go last."""
+        """Per stage-1 text, each kept sentence's span there with its bonus.
+
+        The sentences `extractive` alone would keep at `whole` x the budget get an infinite
+        bonus: the word stage keeps them whole and spends the rest of the budget on the
+        others. Those get `sentence_weight` x their relevance (stage 1's score, scaled to
+        0..1 over the request), so words of better sentences go last (LongLLMLingua's
+        dynamic compression ratio)."""
         scores = first.extra.get("span_scores") or [[] for _ in first.kept]
+        nested = first.extra.get("nested") or [[False] * len(s) for s in scores]
         flat = [v for per in scores for v in per]
-        if not flat or self.sentence_weight == 0:
+        if not flat:
             return [[] for _ in first.kept]
         lo, hi = min(flat), max(flat)
         out = []
-        for text, spans, values in zip(request.contexts, first.kept, scores, strict=True):
-            where = joined_pieces(text, list(spans))
+        for text, spans, values, whole in zip(
+            request.contexts, first.kept, scores, nested, strict=True
+        ):
+            pieces = joined_pieces(text, list(spans))
+            starts = [s for _, s, _ in pieces]
             prior = []
-            for (at, s, e), v in zip(where, _merged_values(list(spans), values), strict=True):
+            for (a, b), v, keep in zip(spans, values, whole, strict=True):
+                at, s, _ = pieces[bisect_right(starts, a) - 1]
                 scaled = (v - lo) / (hi - lo) if hi > lo else 1.0
-                prior.append((at, at + e - s, self.sentence_weight * scaled))
+                bonus = math.inf if keep else self.sentence_weight * scaled
+                if bonus:
+                    prior.append((at + a - s, at + b - s, bonus))
             out.append(prior)
         return out
 

@@ -89,8 +89,10 @@ class TokenClassificationCompressor(BaseCompressor):
     "torch"), `batch_size`, `max_length`, `token_to_word` ("mean"|"first"),
     `per_chunk` (LLMLingua-2's local percentile rule), `force` (strings always kept),
     `keep_digits`, `protect` (a `Protect`; structure such as code, JSON and URLs is kept
-    by default), `drop_consecutive` (repeated separators), `question_aware` and
-    `query_weight`, `context_level` and `context_expand` (coarse-to-fine).
+    by default), `drop_consecutive` (repeated separators), `question_aware` (on by
+    default: with a query, words of the sentences that repeat its words score higher;
+    no effect without one) and `query_weight`, `context_level` and `context_expand`
+    (coarse-to-fine).
     """
 
     name = "token-classification"
@@ -112,8 +114,9 @@ class TokenClassificationCompressor(BaseCompressor):
         keep_digits: bool = False,
         protect: Protect | None = None,
         drop_consecutive: bool = False,
-        question_aware: bool = False,
+        question_aware: bool = True,
         query_weight: float = 0.5,
+        sentence_mix: float = 0.0,
         context_level: bool = False,
         context_expand: float = 2.0,
     ) -> None:
@@ -143,6 +146,9 @@ class TokenClassificationCompressor(BaseCompressor):
         self.drop_consecutive = drop_consecutive
         self.question_aware = question_aware
         self.query_weight = float(query_weight)
+        if not 0.0 <= sentence_mix <= 1.0:
+            raise InputError("sentence_mix must be in [0, 1]")
+        self.sentence_mix = float(sentence_mix)
         self.context_level = context_level
         self.context_expand = float(context_expand)
         self._force_protect = Protect(force=self.force) if self.force else None
@@ -200,7 +206,7 @@ class TokenClassificationCompressor(BaseCompressor):
         queries = {
             r: q
             for r, q in enumerate(x.query for x in requests)
-            if q and (need_pooled or self.question_aware)
+            if q and need_pooled  # the query's own forward is needed only for pooling
         }
         query_pooled = self._run_model(work, lm, need_pooled, queries)
         out: list[Compressed] = []
@@ -352,6 +358,8 @@ class TokenClassificationCompressor(BaseCompressor):
                 if ctx.probs is not None and ctx.words is not None
                 else np.zeros(0)
             )
+            if self.sentence_mix and s.size:
+                s = _mix_sentence_mean(s, _word_sentences(ctx), self.sentence_mix)
             if self.question_aware and request.query and s.size:
                 s = s + self.query_weight * self._query_match(ctx, lm, request.query)
             if ctx.prior and s.size and ctx.words is not None:
@@ -394,8 +402,7 @@ class TokenClassificationCompressor(BaseCompressor):
         q = np.asarray(qids, dtype=np.int64)
         hit = np.isin(ctx.ids, q)
         word_hit = np.maximum.reduceat(hit.astype(np.float64), words.first_token)
-        ends = np.asarray([u.end for u in split_sentences(ctx.text)], dtype=np.int64)
-        sentence = np.minimum(np.searchsorted(ends, words.start, side="right"), max(len(ends), 1))
+        sentence = _word_sentences(ctx)
         tok_sentence = sentence[words.token_word[hit]]
         pairs = np.unique(tok_sentence * q.size + np.searchsorted(q, ctx.ids[hit]))
         covered = np.bincount(pairs // q.size, minlength=int(sentence.max()) + 1) / q.size
@@ -550,6 +557,22 @@ class TokenClassificationCompressor(BaseCompressor):
         if ctx.protected:
             spans = merge_spans(spans + ctx.protected)
         return spans
+
+
+def _word_sentences(ctx: _Context) -> np.ndarray:
+    """Per word of `ctx`, the index of the sentence it starts in."""
+    assert ctx.words is not None
+    ends = np.asarray([u.end for u in split_sentences(ctx.text)], dtype=np.int64)
+    return np.minimum(np.searchsorted(ends, ctx.words.start, side="right"), max(len(ends), 1))
+
+
+def _mix_sentence_mean(score: np.ndarray, sentence: np.ndarray, mix: float) -> np.ndarray:
+    """`score` moved `mix` of the way to its sentence's mean: a good sentence keeps its
+    function words, so multi-word phrases survive whole more often."""
+    total = np.bincount(sentence, weights=score)
+    count = np.bincount(sentence)
+    mean = total / np.maximum(count, 1)
+    return (1.0 - mix) * score + mix * mean[sentence]
 
 
 def _span_values(words: Words, spans: list[tuple[int, int, float]]) -> np.ndarray:
