@@ -95,10 +95,7 @@ class CoarseToFineCompressor(BaseCompressor):
             raise InputError("whole must be in [0, 1]")
         self.sentence_weight = float(sentence_weight)
         self.whole = float(whole)
-        nested = self.whole / self.expand if self.whole else None
-        self.coarse = ExtractiveCompressor(
-            tokenizer=tokenizer, **{"nested": nested, **(extractive or {})}
-        )
+        self.coarse = ExtractiveCompressor(tokenizer=tokenizer, **(extractive or {}))
         fine = {"question_aware": question_aware, **(token_classification or {})}
         self.fine = TokenClassificationCompressor(tokenizer=tokenizer, **fine)
 
@@ -116,7 +113,7 @@ class CoarseToFineCompressor(BaseCompressor):
                 CompressionRequest(tuple(f.texts), r.query, Budget(target_tokens=max(b, 1)))
                 for r, f, b in zip(requests, first, budgets, strict=True)
             ],
-            [self._priors(r, f) for r, f in zip(requests, first, strict=True)],
+            [self._priors(r, f, b) for r, f, b in zip(requests, first, budgets, strict=True)],
         )
         out = []
         for request, f, s in zip(requests, first, second, strict=True):
@@ -133,36 +130,39 @@ class CoarseToFineCompressor(BaseCompressor):
         return out
 
     def _priors(
-        self, request: CompressionRequest, first: CompressionResult
+        self, request: CompressionRequest, first: CompressionResult, budget: int
     ) -> list[list[tuple[int, int, float]]]:
         """Per stage-1 text, each kept sentence's span there with its bonus.
 
-        The sentences `extractive` alone would keep at `whole` x the budget get an infinite
-        bonus: the word stage keeps them whole and spends the rest of the budget on the
-        others. Those get `sentence_weight` x their relevance (stage 1's score, scaled to
-        0..1 over the request), so words of better sentences go last (LongLLMLingua's
-        dynamic compression ratio)."""
+        Stage 1's best sentences, taken in rank order while they fit `whole` x the budget,
+        get an infinite bonus: the word stage keeps them whole (function words and all) and
+        spends the rest of the budget on the others. Those get `sentence_weight` x their
+        relevance (stage 1's score, scaled to 0..1 over the request), so words of better
+        sentences go last (LongLLMLingua's dynamic compression ratio)."""
         scores = first.extra.get("span_scores") or [[] for _ in first.kept]
-        nested = first.extra.get("nested") or [[False] * len(s) for s in scores]
+        out: list[list[tuple[int, int, float]]] = [[] for _ in first.kept]
         flat = [v for per in scores for v in per]
         if not flat:
-            return [[] for _ in first.kept]
+            return out
         lo, hi = min(flat), max(flat)
-        out = []
-        for text, spans, values, whole in zip(
-            request.contexts, first.kept, scores, nested, strict=True
+        sentences = []  # (score, text index, start and end in stage 1's text, sentence)
+        for c, (text, spans, values) in enumerate(
+            zip(request.contexts, first.kept, scores, strict=True)
         ):
             pieces = joined_pieces(text, list(spans))
             starts = [s for _, s, _ in pieces]
-            prior = []
-            for (a, b), v, keep in zip(spans, values, whole, strict=True):
+            for (a, b), v in zip(spans, values, strict=True):
                 at, s, _ = pieces[bisect_right(starts, a) - 1]
+                sentences.append((v, c, at + a - s, at + b - s, text[a:b]))
+        room = self.whole * budget
+        for v, c, a, b, text in sorted(sentences, key=lambda x: -x[0]):
+            room -= self.tokenizer.count(text) + 1  # + a separator
+            if room >= 0:
+                out[c].append((a, b, math.inf))
+            elif self.sentence_weight:
                 scaled = (v - lo) / (hi - lo) if hi > lo else 1.0
-                bonus = math.inf if keep else self.sentence_weight * scaled
-                if bonus:
-                    prior.append((at + a - s, at + b - s, bonus))
-            out.append(prior)
-        return out
+                out[c].append((a, b, self.sentence_weight * scaled))
+        return [sorted(per) for per in out]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(expand={self.expand}, tokenizer={self.tokenizer_name!r})"
