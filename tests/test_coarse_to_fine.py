@@ -1,15 +1,15 @@
-"""`coarse-to-fine`: stage 1 holds `extractive`'s own smaller selection, kept whole."""
+"""`coarse-to-fine`: stage 1's best sentences, up to `whole` x the budget, survive whole."""
 
 from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
 import pytest
 
 from ctxzip import Budget, get_compressor
 from ctxzip.compressors.coarse_to_fine import CoarseToFineCompressor
-from ctxzip.compressors.extractive import ExtractiveCompressor
 from ctxzip.compressors.token_classification.train import bundled_qa, read_qa
 from ctxzip.errors import InputError
 from ctxzip.result import CompressionRequest
@@ -29,40 +29,47 @@ def _norm(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def test_nested_selection_holds_the_smaller_one() -> None:
-    plain = ExtractiveCompressor(threshold=None)
-    nested = ExtractiveCompressor(threshold=None, nested=0.5)
-    for request in _requests(0.4):
-        budget = request.budget.tokens_for(plain.count(request.contexts))
-        small = plain.compress_batch(
-            [CompressionRequest(request.contexts, request.query, Budget(target_tokens=budget // 2))]
-        )[0]
-        big = nested.compress_batch([request])[0]
-        assert big.tokens_out <= budget
-        for spans, inner, marks in zip(big.kept, small.kept, big.extra["nested"], strict=True):
-            assert set(inner) <= set(spans)
-            assert {s for s, m in zip(spans, marks, strict=True) if m} == set(inner)
+def _stage1(comp: CoarseToFineCompressor, request: CompressionRequest) -> tuple[int, Any]:
+    budget = request.budget.tokens_for(comp.count(request.contexts))
+    wide = Budget(target_tokens=math.ceil(comp.expand * budget))
+    first = comp.coarse.compress_batch([CompressionRequest(request.contexts, request.query, wide)])
+    return budget, first[0]
 
 
-def test_best_sentences_survive_whole() -> None:
+def test_top_sentences_survive_whole() -> None:
     comp = CoarseToFineCompressor(whole=0.6, extractive={"threshold": None})
-    ext = ExtractiveCompressor(threshold=None)
-    for request, result in zip(_requests(0.2), comp.compress_batch(_requests(0.2)), strict=True):
-        budget = request.budget.tokens_for(comp.count(request.contexts))
+    requests = _requests(0.2)
+    whole = 0
+    for request, result in zip(requests, comp.compress_batch(requests), strict=True):
+        budget, first = _stage1(comp, request)
         assert result.tokens_out <= budget
-        core = ext.compress_batch(
-            [
-                CompressionRequest(
-                    request.contexts,
-                    request.query,
-                    Budget(target_tokens=int(comp.whole / comp.expand * math.ceil(2 * budget))),
-                )
-            ]
-        )[0]
         out = _norm("\n".join(result.texts))
-        for text, spans in zip(request.contexts, core.kept, strict=True):
-            for a, b in spans:
-                assert _norm(text[a:b]) in out
+        priors = comp._priors(request, first, budget)
+        core = [
+            _norm(text[a:b])
+            for text, per in zip(first.texts, priors, strict=True)
+            for a, b, bonus in per
+            if bonus == math.inf
+        ]
+        assert sum(comp.count([c]) for c in core) <= 0.6 * budget
+        for sentence in core:
+            assert sentence in out
+        whole += len(core)
+    assert whole, "no sentence was kept whole: the test would prove nothing"
+
+
+def test_best_sentence_comes_first() -> None:
+    comp = CoarseToFineCompressor(whole=0.6, extractive={"threshold": None})
+    request = _requests(0.33)[0]
+    budget, first = _stage1(comp, request)
+    best = max(v for per in first.extra["span_scores"] for v in per)
+    priors = comp._priors(request, first, budget)
+    for per, values in zip(priors, first.extra["span_scores"], strict=True):
+        for (_, _, bonus), v in zip(per, values, strict=True):
+            if v == best:
+                assert bonus == math.inf
+    none = CoarseToFineCompressor(whole=0.0, extractive={"threshold": None})
+    assert all(b < math.inf for per in none._priors(request, first, budget) for _, _, b in per)
 
 
 def test_options_are_checked() -> None:

@@ -116,7 +116,6 @@ class TokenClassificationCompressor(BaseCompressor):
         drop_consecutive: bool = False,
         question_aware: bool = True,
         query_weight: float = 0.5,
-        sentence_mix: float = 0.0,
         context_level: bool = False,
         context_expand: float = 2.0,
     ) -> None:
@@ -146,9 +145,6 @@ class TokenClassificationCompressor(BaseCompressor):
         self.drop_consecutive = drop_consecutive
         self.question_aware = question_aware
         self.query_weight = float(query_weight)
-        if not 0.0 <= sentence_mix <= 1.0:
-            raise InputError("sentence_mix must be in [0, 1]")
-        self.sentence_mix = float(sentence_mix)
         self.context_level = context_level
         self.context_expand = float(context_expand)
         self._force_protect = Protect(force=self.force) if self.force else None
@@ -358,8 +354,6 @@ class TokenClassificationCompressor(BaseCompressor):
                 if ctx.probs is not None and ctx.words is not None
                 else np.zeros(0)
             )
-            if self.sentence_mix and s.size:
-                s = _mix_sentence_mean(s, _word_sentences(ctx), self.sentence_mix)
             if self.question_aware and request.query and s.size:
                 s = s + self.query_weight * self._query_match(ctx, lm, request.query)
             if ctx.prior and s.size and ctx.words is not None:
@@ -564,15 +558,6 @@ def _word_sentences(ctx: _Context) -> np.ndarray:
     assert ctx.words is not None
     ends = np.asarray([u.end for u in split_sentences(ctx.text)], dtype=np.int64)
     return np.minimum(np.searchsorted(ends, ctx.words.start, side="right"), max(len(ends), 1))
-
-
-def _mix_sentence_mean(score: np.ndarray, sentence: np.ndarray, mix: float) -> np.ndarray:
-    """`score` moved `mix` of the way to its sentence's mean: a good sentence keeps its
-    function words, so multi-word phrases survive whole more often."""
-    total = np.bincount(sentence, weights=score)
-    count = np.bincount(sentence)
-    mean = total / np.maximum(count, 1)
-    return (1.0 - mix) * score + mix * mean[sentence]
 
 
 def _span_values(words: Words, spans: list[tuple[int, int, float]]) -> np.ndarray:
