@@ -15,7 +15,6 @@ cache skips sentences already seen, and on CPU the encoder can run int8.
 
 from __future__ import annotations
 
-from collections.abc import Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,10 +74,7 @@ class ExtractiveCompressor(BaseCompressor):
     match and BM25 (`ctxzip.static_encoder.Fusion`), score every sentence first; only
     the best, `survivors` x the budget in tokens, go on to the encoder, and only while
     that fits `second_stage_s` seconds per batch (measured); the rest are selected on
-    the static scores alone. `nested` (a share of the budget): the selection first makes
-    the one that share of the budget would get, then grows it to the budget, so it always
-    holds the smaller one (`extra["nested"]` marks its spans; `coarse-to-fine` keeps
-    them whole).
+    the static scores alone.
     """
 
     name = "extractive"
@@ -104,15 +100,12 @@ class ExtractiveCompressor(BaseCompressor):
         first_stage: str | None = None,
         survivors: float = 2.0,
         second_stage_s: float | None = 0.3,
-        nested: float | None = None,
     ) -> None:
         super().__init__(tokenizer=tokenizer)
         if not 0.0 <= mmr <= 1.0:
             raise ValueError(f"mmr must be in [0, 1], got {mmr}")
         if coarse is not None and coarse < 1.0:
             raise ValueError(f"coarse must be >= 1 (a multiple of the budget), got {coarse}")
-        if nested is not None and not 0.0 <= nested <= 1.0:
-            raise ValueError(f"nested must be in [0, 1], got {nested}")
         if max_unit_tokens < 8:
             raise ValueError(f"max_unit_tokens must be >= 8, got {max_unit_tokens}")
         self.model_id = model
@@ -124,7 +117,6 @@ class ExtractiveCompressor(BaseCompressor):
         self.coarse = coarse
         self.device = device
         self.max_unit_tokens = max_unit_tokens
-        self.nested = nested
         self.protect = protect or NO_PROTECT
         self.progress = progress
         self.encoder = get_encoder(
@@ -257,23 +249,13 @@ class ExtractiveCompressor(BaseCompressor):
             scores = _centrality(pieces, emb)
         for p, s in zip(pieces, scores, strict=True):
             p.score = float(s)
-        inner: set[int] = set()
-        if self.nested is not None:
-            small = int(self.nested * budget)
-            chosen, excluded = self._fill(pieces, emb, small)
-            kept, _ = self._fit(request, pieces, chosen, excluded, small)
-            at = {(p.ctx, p.start, p.end): i for i, p in enumerate(pieces)}
-            inner = {at[(c, s, e)] for c, spans in enumerate(kept) for s, e in spans}
-        chosen, excluded = self._fill(pieces, emb, budget, inner)
-        kept, texts = self._fit(request, pieces, chosen, excluded, budget, inner)
+        chosen, excluded = self._fill(pieces, emb, budget)
+        kept, texts = self._fit(request, pieces, chosen, excluded, budget)
         extra["selected"] = sum(len(k) for k in kept)
-        index = {(p.ctx, p.start, p.end): i for i, p in enumerate(pieces)}
+        score_of = {(p.ctx, p.start, p.end): p.score for p in pieces}
         extra["span_scores"] = [  # per context, each kept span's score (a later stage's prior)
-            [pieces[index[(c, s, e)]].score for s, e in spans] for c, spans in enumerate(kept)
+            [score_of.get((c, s, e), 0.0) for s, e in spans] for c, spans in enumerate(kept)
         ]
-        if self.nested is not None:
-            extra["nested"] = [[index[(c, s, e)] in inner for s, e in spans]
-                               for c, spans in enumerate(kept)]  # fmt: skip
         reason: str | None = None
         if budget == 0:
             reason = "budget too small for any sentence"
@@ -299,10 +281,9 @@ class ExtractiveCompressor(BaseCompressor):
         return out
 
     def _fill(
-        self, pieces: list[_Piece], emb: np.ndarray, budget: int, start: Set[int] = frozenset()
+        self, pieces: list[_Piece], emb: np.ndarray, budget: int
     ) -> tuple[list[int], set[int]]:
-        """Greedy global fill: `start` (already chosen), protected pieces, then by score
-        (MMR-adjusted).
+        """Greedy global fill: protected pieces first, then by score (MMR-adjusted).
 
         Returns the chosen pieces and the near-duplicates MMR excluded for good.
         """
@@ -319,12 +300,10 @@ class ExtractiveCompressor(BaseCompressor):
             used.add(pieces[i].ctx)
             chosen.append(i)
 
-        for i in sorted(start):
-            take(i)
         for i, p in enumerate(pieces):
-            if p.protected and i not in start and spent + cost(i) <= budget:
+            if p.protected and spent + cost(i) <= budget:
                 take(i)
-        rest = [i for i, p in enumerate(pieces) if not p.protected and i not in start]
+        rest = [i for i, p in enumerate(pieces) if not p.protected]
         excluded: set[int] = set()
         if not self.mmr:
             for i in sorted(rest, key=lambda i: -pieces[i].score):
@@ -357,14 +336,12 @@ class ExtractiveCompressor(BaseCompressor):
         chosen: list[int],
         excluded: set[int],
         budget: int,
-        pinned: Set[int] = frozenset(),
     ) -> tuple[list[list[Span]], list[str]]:
         """Spans per context in original order, exact to the budget.
 
         Token estimates are per piece; the joined text is counted exactly, trimmed
-        (weakest piece first, `pinned` ones last) if it overshoots, and topped up with any
-        piece that still fits exactly, so no fitting sentence is left out while budget
-        remains.
+        (weakest piece first) if it overshoots, and topped up with any piece that
+        still fits exactly, so no fitting sentence is left out while budget remains.
         """
         contexts = request.contexts
         selected: list[set[int]] = [set() for _ in contexts]
@@ -382,7 +359,7 @@ class ExtractiveCompressor(BaseCompressor):
         while sum(counts) > budget and any(selected):
             weakest = min(
                 (i for s in selected for i in s),
-                key=lambda i: (i in pinned, pieces[i].protected, pieces[i].score),
+                key=lambda i: (pieces[i].protected, pieces[i].score),  # protected last
             )
             c = pieces[weakest].ctx
             selected[c].discard(weakest)

@@ -396,7 +396,8 @@ class TokenClassificationCompressor(BaseCompressor):
         q = np.asarray(qids, dtype=np.int64)
         hit = np.isin(ctx.ids, q)
         word_hit = np.maximum.reduceat(hit.astype(np.float64), words.first_token)
-        sentence = _word_sentences(ctx)
+        ends = np.asarray([u.end for u in split_sentences(ctx.text)], dtype=np.int64)
+        sentence = np.minimum(np.searchsorted(ends, words.start, side="right"), max(len(ends), 1))
         tok_sentence = sentence[words.token_word[hit]]
         pairs = np.unique(tok_sentence * q.size + np.searchsorted(q, ctx.ids[hit]))
         covered = np.bincount(pairs // q.size, minlength=int(sentence.max()) + 1) / q.size
@@ -551,13 +552,6 @@ class TokenClassificationCompressor(BaseCompressor):
         if ctx.protected:
             spans = merge_spans(spans + ctx.protected)
         return spans
-
-
-def _word_sentences(ctx: _Context) -> np.ndarray:
-    """Per word of `ctx`, the index of the sentence it starts in."""
-    assert ctx.words is not None
-    ends = np.asarray([u.end for u in split_sentences(ctx.text)], dtype=np.int64)
-    return np.minimum(np.searchsorted(ends, ctx.words.start, side="right"), max(len(ends), 1))
 
 
 def _span_values(words: Words, spans: list[tuple[int, int, float]]) -> np.ndarray:
