@@ -8,7 +8,8 @@ to the methods that take one); baselines are measured in the same run:
   truncate              the head of each context up to the budget
   random sentences      whole sentences dropped at random (seeded) until the budget fits
   extractive            the best sentences for the question (MiniLM bi-encoder)
-  token-classification  the shipped keep/drop model, plain and question-aware
+  token-classification  the shipped keep/drop model without the question (plain), and
+                        with it (+q: the default, question-aware, path when a query is given)
   coarse-to-fine        extractive to 2x the budget, then token-classification to it
 
 Data the shipped model never trained on:
@@ -73,10 +74,7 @@ def systems() -> dict[str, tuple[Any, bool]]:
         "random sentences": (RandomSentenceDrop(), False),
         "extractive": (get_compressor("extractive"), True),
         "token-classification": (get_compressor("token-classification"), False),
-        "token-classification +q": (
-            get_compressor("token-classification", question_aware=True),
-            True,
-        ),
+        "token-classification +q": (get_compressor("token-classification"), True),
         "coarse-to-fine": (get_compressor("coarse-to-fine"), True),
     }
 

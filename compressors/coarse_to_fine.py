@@ -32,17 +32,6 @@ def joined_pieces(text: str, spans: list[Span]) -> list[tuple[int, int, int]]:
     return [(a, s, e) for a, (s, e) in zip(at, merged, strict=True)]
 
 
-def _merged_values(spans: list[Span], values: list[float]) -> list[float]:
-    """The best value of the spans merged into each of `merge_spans(spans)`."""
-    merged = merge_spans(spans)
-    out = [float("-inf")] * len(merged)
-    starts = [a for a, _ in merged]
-    for (a, _), v in zip(spans, values, strict=True):
-        i = bisect_right(starts, a) - 1
-        out[i] = max(out[i], v)
-    return out
-
-
 def map_back(pieces: list[tuple[int, int, int]], spans: list[Span]) -> list[Span]:
     """Spans of the joined text, as spans of the original text (cut at piece edges)."""
     starts = [p[0] for p in pieces]
@@ -94,6 +83,7 @@ class CoarseToFineCompressor(BaseCompressor):
         expand: float = 2.0,
         question_aware: bool = True,
         sentence_weight: float = 2.0,
+        whole: float = 0.5,
         extractive: dict[str, Any] | None = None,
         token_classification: dict[str, Any] | None = None,
     ) -> None:
@@ -101,7 +91,10 @@ class CoarseToFineCompressor(BaseCompressor):
         if expand < 1.0:
             raise InputError("expand must be >= 1")
         self.expand = float(expand)
+        if not 0.0 <= whole <= 1.0:
+            raise InputError("whole must be in [0, 1]")
         self.sentence_weight = float(sentence_weight)
+        self.whole = float(whole)
         self.coarse = ExtractiveCompressor(tokenizer=tokenizer, **(extractive or {}))
         fine = {"question_aware": question_aware, **(token_classification or {})}
         self.fine = TokenClassificationCompressor(tokenizer=tokenizer, **fine)
@@ -120,7 +113,7 @@ class CoarseToFineCompressor(BaseCompressor):
                 CompressionRequest(tuple(f.texts), r.query, Budget(target_tokens=max(b, 1)))
                 for r, f, b in zip(requests, first, budgets, strict=True)
             ],
-            [self._priors(r, f) for r, f in zip(requests, first, strict=True)],
+            [self._priors(r, f, b) for r, f, b in zip(requests, first, budgets, strict=True)],
         )
         out = []
         for request, f, s in zip(requests, first, second, strict=True):
@@ -137,25 +130,39 @@ class CoarseToFineCompressor(BaseCompressor):
         return out
 
     def _priors(
-        self, request: CompressionRequest, first: CompressionResult
+        self, request: CompressionRequest, first: CompressionResult, budget: int
     ) -> list[list[tuple[int, int, float]]]:
-        """Per stage-1 text, each kept sentence's span there with a bonus of `sentence_weight`
-        x its relevance (stage 1's score, scaled to 0..1 over the request): words of the
-        best sentences go last."""
+        """Per stage-1 text, each kept sentence's span there with its bonus.
+
+        Stage 1's best sentences, taken in rank order while they fit `whole` x the budget,
+        get an infinite bonus: the word stage keeps them whole (function words and all) and
+        spends the rest of the budget on the others. Those get `sentence_weight` x their
+        relevance (stage 1's score, scaled to 0..1 over the request), so words of better
+        sentences go last (LongLLMLingua's dynamic compression ratio)."""
         scores = first.extra.get("span_scores") or [[] for _ in first.kept]
+        out: list[list[tuple[int, int, float]]] = [[] for _ in first.kept]
         flat = [v for per in scores for v in per]
-        if not flat or self.sentence_weight == 0:
-            return [[] for _ in first.kept]
+        if not flat:
+            return out
         lo, hi = min(flat), max(flat)
-        out = []
-        for text, spans, values in zip(request.contexts, first.kept, scores, strict=True):
-            where = joined_pieces(text, list(spans))
-            prior = []
-            for (at, s, e), v in zip(where, _merged_values(list(spans), values), strict=True):
+        sentences = []  # (score, text index, start and end in stage 1's text, sentence)
+        for c, (text, spans, values) in enumerate(
+            zip(request.contexts, first.kept, scores, strict=True)
+        ):
+            pieces = joined_pieces(text, list(spans))
+            starts = [s for _, s, _ in pieces]
+            for (a, b), v in zip(spans, values, strict=True):
+                at, s, _ = pieces[bisect_right(starts, a) - 1]
+                sentences.append((v, c, at + a - s, at + b - s, text[a:b]))
+        room = self.whole * budget
+        for v, c, a, b, text in sorted(sentences, key=lambda x: -x[0]):
+            room -= self.tokenizer.count(text) + 1  # + a separator
+            if room >= 0:
+                out[c].append((a, b, math.inf))
+            elif self.sentence_weight:
                 scaled = (v - lo) / (hi - lo) if hi > lo else 1.0
-                prior.append((at, at + e - s, self.sentence_weight * scaled))
-            out.append(prior)
-        return out
+                out[c].append((a, b, self.sentence_weight * scaled))
+        return [sorted(per) for per in out]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(expand={self.expand}, tokenizer={self.tokenizer_name!r})"

@@ -137,7 +137,7 @@ def test_token_words_are_whitespace_words():
     "method,options",
     [
         ("token-classification", {}),
-        ("token-classification", {"question_aware": True}),
+        ("token-classification", {"question_aware": False}),
         ("token-classification", {"per_chunk": True}),
         ("coarse-to-fine", {"extractive": {"threshold": None}}),
         ("self-information", {}),

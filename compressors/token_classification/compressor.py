@@ -89,8 +89,10 @@ class TokenClassificationCompressor(BaseCompressor):
     "torch"), `batch_size`, `max_length`, `token_to_word` ("mean"|"first"),
     `per_chunk` (LLMLingua-2's local percentile rule), `force` (strings always kept),
     `keep_digits`, `protect` (a `Protect`; structure such as code, JSON and URLs is kept
-    by default), `drop_consecutive` (repeated separators), `question_aware` and
-    `query_weight`, `context_level` and `context_expand` (coarse-to-fine).
+    by default), `drop_consecutive` (repeated separators), `question_aware` (on by
+    default: with a query, words of the sentences that repeat its words score higher;
+    no effect without one) and `query_weight`, `context_level` and `context_expand`
+    (coarse-to-fine).
     """
 
     name = "token-classification"
@@ -112,7 +114,7 @@ class TokenClassificationCompressor(BaseCompressor):
         keep_digits: bool = False,
         protect: Protect | None = None,
         drop_consecutive: bool = False,
-        question_aware: bool = False,
+        question_aware: bool = True,
         query_weight: float = 0.5,
         context_level: bool = False,
         context_expand: float = 2.0,
@@ -200,7 +202,7 @@ class TokenClassificationCompressor(BaseCompressor):
         queries = {
             r: q
             for r, q in enumerate(x.query for x in requests)
-            if q and (need_pooled or self.question_aware)
+            if q and need_pooled  # the query's own forward is needed only for pooling
         }
         query_pooled = self._run_model(work, lm, need_pooled, queries)
         out: list[Compressed] = []
