@@ -75,7 +75,7 @@ def main() -> None:
     args = ap.parse_args()
     weights = fold_model(args.model)
     model_module.weights_path = lambda: weights  # the fold model stands in for the shipped one
-    items = [r for r in train.read_qa(train.bundled_qa()) if fold(train._topic(r)) == TUNE_FOLD]
+    items = [r for r in train.read_qa(train.bundled_qa()) if fold(train.topic_of(r)) == TUNE_FOLD]
     rates = [float(x) for x in args.rates.split(",")]
     print(f"tuning fold: {len(items)} items; answer retained % (achieved rate)")
     for spec in args.systems:

@@ -80,7 +80,8 @@ def read_qa(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _topic(record: dict[str, Any]) -> str:
+def topic_of(record: dict[str, Any]) -> str:
+    """The unit the held-out split is made of: a record's topic, or its id without one."""
     return str((record.get("metadata") or {}).get("topic") or record.get("id"))
 
 
@@ -88,8 +89,8 @@ def split_records(
     records: Sequence[dict[str, Any]],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(training, held-out) records of the bundled set, split by topic."""
-    train = [r for r in records if not heldout_topic(_topic(r))]
-    held = [r for r in records if heldout_topic(_topic(r))]
+    train = [r for r in records if not heldout_topic(topic_of(r))]
+    held = [r for r in records if heldout_topic(topic_of(r))]
     return train, held
 
 
