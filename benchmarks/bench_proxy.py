@@ -131,13 +131,28 @@ def wait_http(url: str, timeout: float = 300) -> None:
     raise RuntimeError(f"{url} never became ready")
 
 
-def start_proxy(upstream: str, method: str, extra: str = "") -> tuple[subprocess.Popen, str]:
+def launch_proxy(sections: str, *, log_level: str = "warning", env: dict[str, str] | None = None,
+                 log: Path | None = None, ready_s: float = 300) -> tuple[subprocess.Popen, str]:  # fmt: skip
+    """Start `ctxzip proxy` on a free port with `sections` of config after `[server]`, and
+    wait until it is ready (its output goes to `log`, or nowhere: a pipe nobody reads
+    would stall it once full)."""
     port = free_port()
     config = Path(tempfile.mkdtemp()) / "proxy.toml"
-    config.write_text(f"""
-[server]
-port = {port}
-log_level = "warning"
+    config.write_text(f'[server]\nport = {port}\nlog_level = "{log_level}"\n{sections}')
+    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen(
+        [str(ROOT / ".venv/bin/ctxzip"), "proxy", "--config", str(config)],
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
+             **(env or {})},
+        stdout=out, stderr=out,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/readyz", ready_s)
+    return proc, url
+
+
+def start_proxy(upstream: str, method: str, extra: str = "") -> tuple[subprocess.Popen, str]:
+    return launch_proxy(f"""
 [upstreams.openai]
 url = "{upstream}/v1"
 [routes]
@@ -155,14 +170,6 @@ retries = 1
 backoff_s = 0.05
 {extra}
 """)
-    proc = subprocess.Popen(
-        [str(ROOT / ".venv/bin/ctxzip"), "proxy", "--config", str(config)],
-        env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/readyz")
-    return proc, url
 
 
 def pct(values: list[float], q: float) -> float:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import subprocess
 import sys
@@ -43,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_proxy import free_port, pct, wait_http  # noqa: E402
+from bench_proxy import free_port, launch_proxy, pct  # noqa: E402
 
 FAULTS = ("reset", "cut", "stall", "500", "429", "malformed")
 
@@ -69,12 +68,7 @@ def start_upstream(stall_s: float) -> tuple[subprocess.Popen[bytes], str]:
 
 def start_proxy(upstream: str, method: str, env: dict[str, str] | None = None,
                 log: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:  # fmt: skip
-    port = free_port()
-    config = Path(tempfile.mkdtemp()) / "proxy.toml"
-    config.write_text(f"""
-[server]
-port = {port}
-log_level = "info"
+    sections = f"""
 [upstreams.openai]
 url = "{upstream}/v1"
 [upstreams.anthropic]
@@ -86,17 +80,9 @@ rate = 0.33
 [timeouts]
 read_s = 1.0
 retries = 0
-""")
-    stderr = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(
-        [str(ROOT / ".venv/bin/ctxzip"), "proxy", "--config", str(config)],
-        env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
-             **(env or {})},
-        stdout=stderr, stderr=stderr,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/readyz", 900)  # the first run distils the static model
-    return proc, url
+"""
+    # the first run distils the static model
+    return launch_proxy(sections, log_level="info", env=env, log=log, ready_s=900)
 
 
 def failures(proxy: str) -> dict[str, float]:
