@@ -29,7 +29,7 @@ import json
 import re
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -165,7 +165,7 @@ def _tail_usage(text: str) -> dict[str, Any] | None:
     return None
 
 
-Decoder = Callable[[bytes], list[bytes]]
+Decoder = Callable[[bytes], Iterable[bytes]]  # pieces of at most MAX_EVENT_BYTES (gzip)
 
 
 def _identity(chunk: bytes) -> list[bytes]:
@@ -180,12 +180,10 @@ def decoder(encoding: str) -> Decoder | None:
     if encoding in ("gzip", "x-gzip", "deflate"):
         inflate = zlib.decompressobj(47)  # gzip or zlib framing, detected from the header
 
-        def gunzip(chunk: bytes) -> list[bytes]:
-            out = []
-            while chunk:  # in bounded pieces, however far the chunk expands
-                out.append(inflate.decompress(chunk, MAX_EVENT_BYTES))
+        def gunzip(chunk: bytes) -> Iterator[bytes]:
+            while chunk:  # one bounded piece at a time, however far the chunk expands
+                yield inflate.decompress(chunk, MAX_EVENT_BYTES)
                 chunk = inflate.unconsumed_tail
-            return out
 
         return gunzip
     if encoding == "zstd":

@@ -6,22 +6,30 @@ the point, and a raw upstream (`fault_upstream`) that breaks at the socket level
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import logging
 import socket
 import time
+import tracemalloc
+import zlib
 
 import anthropic
 import fault_upstream
 import httpx
 import openai
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 from test_proxy_fakes import (
     LONG_CONTEXT,
     make_config,
     run_proxy,
     running_upstream,
+    serve,
 )
 
 from ctxzip.compressor import BaseCompressor, Compressed
@@ -430,3 +438,41 @@ def test_giant_word_passes_through_with_a_reason_and_emptied_is_not_applied(faul
             assert r.headers["x-ctxzip-compression"] == "unchanged; reason=emptied"
             assert fake.last["json"]["messages"][0]["content"] == LONG_CONTEXT
             assert metric(url, 'ctxzip_proxy_uncompressed_total{reason="emptied"}') == 1
+
+
+def _gzip_json_bomb(decoded_mb: int) -> bytes:
+    """A gzip JSON reply of `decoded_mb` MiB once decoded, a few hundred KiB as sent."""
+    pack = zlib.compressobj(9, zlib.DEFLATED, 31)
+    parts = [pack.compress(b'{"text": "')]
+    block = b"x" * (1024 * 1024)
+    parts += [pack.compress(block) for _ in range(decoded_mb)]
+    parts += [pack.compress(b'"}'), pack.flush()]
+    return b"".join(parts)
+
+
+def test_a_gzip_reply_is_checked_with_bounded_memory():
+    """The "never half a JSON" check decodes a gzip reply; a reply that decodes to far more
+    than any answer is relayed as sent once the check passes its cap, instead of being
+    inflated whole in the proxy (74 MiB at the peak here; 605 MiB before the cap)."""
+    bomb, broken = _gzip_json_bomb(300), gzip.compress(b'{"text": "cut')
+
+    async def reply(request: Request) -> Response:
+        body = bomb if (await request.json())["model"] == "bomb" else broken
+        return Response(body, headers={"content-type": "application/json",
+                                       "content-encoding": "gzip"})  # fmt: skip
+
+    app = Starlette(routes=[Route("/v1/chat/completions", reply, methods=["POST"])])
+    with serve(app) as upstream, run_proxy(make_config(upstream)) as (url, _):
+        chat = {"messages": [{"role": "user", "content": "hi"}]}
+        tracemalloc.start()
+        try:
+            with httpx.stream("POST", url + "/v1/chat/completions", timeout=60,
+                              json={"model": "bomb", **chat}) as raw:  # fmt: skip
+                sent = b"".join(raw.iter_raw())
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert raw.status_code == 200 and sent == bomb  # relayed byte for byte
+        assert peak < 128 * 1024 * 1024, f"peak {peak / 2**20:.0f} MiB"
+        cut = httpx.post(url + "/v1/chat/completions", json={"model": "cut", **chat}, timeout=10)
+        assert cut.status_code == 502  # a small broken body is still caught
