@@ -120,7 +120,10 @@ def test_timed_out_work_is_dropped_and_cpu_idles_within_a_second(upstream):
         assert "skipped; reason=compression_timeout" in reasons
         time.sleep(max(0.0, last + 0.4 - time.perf_counter()))
         assert _cpu_seconds(0.6) < 0.15  # idle within 1 s of the last reply
-        assert len(Busy.batches) <= 4  # the other queued jobs were dropped, not run
+        # the other queued jobs were dropped, not run: all 12 would run without the drop;
+        # 3-4 run when the 12 requests arrive together, one or two more when a loaded box
+        # spreads their arrival past a job's 0.25 s
+        assert len(Busy.batches) <= 6
 
 
 def test_a_client_that_leaves_takes_its_queued_work_with_it(upstream):
